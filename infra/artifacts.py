@@ -1,0 +1,102 @@
+"""Layout of the project bucket and the content-addressed keys of what is shipped to it.
+
+The CDK stack uploads the bootstrap files and the launcher's ``deploy`` uploads them again when they
+change; both compute the keys here so they always agree. Pure Python (no aws_cdk import): the launcher
+uses it without CDK installed.
+
+Bucket layout::
+
+    raw/                                     input images (any sub-folders; labels are folder names)
+    results/                                 job outputs, one prefix per run
+    artifacts/job/<digest16>/job.zip         --py-files zip of the job package
+    artifacts/job/<digest16>/entrypoint.py   spark-submit entry file
+    artifacts/bootstrap/<digest16>/          install.sh + requirements files, versioned together
+    artifacts/weights/                       model weights staged onto the nodes by the bootstrap
+
+A digest is the first 16 hex digits of a SHA-256, so a changed file gets a new key and a running cluster
+keeps reading the version it started with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BOOTSTRAP_DIR = REPO_ROOT / "bootstrap"
+
+RAW_PREFIX = "raw/"
+RESULTS_PREFIX = "results/"
+ARTIFACTS_PREFIX = "artifacts/"
+JOB_PREFIX = f"{ARTIFACTS_PREFIX}job/"
+BOOTSTRAP_PREFIX = f"{ARTIFACTS_PREFIX}bootstrap/"
+WEIGHTS_PREFIX = f"{ARTIFACTS_PREFIX}weights/"
+
+BOOTSTRAP_SCRIPT = "install.sh"
+# Requirements file per bootstrap profile (see bootstrap/install.sh --profile).
+REQUIREMENTS_BY_PROFILE = {"tf": "requirements.txt", "onnx": "requirements-onnx.txt"}
+BOOTSTRAP_FILES = (BOOTSTRAP_SCRIPT, *REQUIREMENTS_BY_PROFILE.values())
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    """A local file and the bucket key it is uploaded to."""
+
+    local_path: Path
+    key: str
+
+
+def bootstrap_digest(root: Path = BOOTSTRAP_DIR) -> str:
+    """Digest over the names and bytes of all bootstrap files: one changed file moves them all."""
+    sha = hashlib.sha256()
+    for name in BOOTSTRAP_FILES:
+        data = (root / name).read_bytes()
+        sha.update(name.encode())
+        sha.update(b"\0")
+        sha.update(len(data).to_bytes(8, "big"))
+        sha.update(data)
+    return sha.hexdigest()[:16]
+
+
+def bootstrap_prefix(digest: str) -> str:
+    """``artifacts/bootstrap/<digest16>/``."""
+    _check_digest(digest)
+    return f"{BOOTSTRAP_PREFIX}{digest}/"
+
+
+def bootstrap_files(root: Path = BOOTSTRAP_DIR) -> list[ArtifactFile]:
+    """The files to ship for the bootstrap action, with their content-addressed keys."""
+    prefix = bootstrap_prefix(bootstrap_digest(root))
+    return [ArtifactFile(root / name, prefix + name) for name in BOOTSTRAP_FILES]
+
+
+def bootstrap_script_key(digest: str) -> str:
+    """Key of the bootstrap action script."""
+    return bootstrap_prefix(digest) + BOOTSTRAP_SCRIPT
+
+
+def requirements_key(digest: str, profile: str) -> str:
+    """Key of the requirements file the bootstrap installs for ``profile`` (tf or onnx)."""
+    try:
+        name = REQUIREMENTS_BY_PROFILE[profile]
+    except KeyError:
+        raise ValueError(f"unknown bootstrap profile {profile!r}; expected {sorted(REQUIREMENTS_BY_PROFILE)}")
+    return bootstrap_prefix(digest) + name
+
+
+def job_keys(digest: str) -> tuple[str, str]:
+    """Keys of the job zip and its entry file for a package digest (launcher.package computes it)."""
+    _check_digest(digest)
+    prefix = f"{JOB_PREFIX}{digest}/"
+    return prefix + "job.zip", prefix + "entrypoint.py"
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    """``s3://bucket/key``."""
+    return f"s3://{bucket}/{key}"
+
+
+def _check_digest(digest: str) -> None:
+    if len(digest) != 16 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"expected 16 lowercase hex digits, got {digest!r}")
