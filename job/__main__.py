@@ -1,0 +1,49 @@
+"""Command-line edge: argv -> JobConfig -> SparkSession -> pipeline.run -> exit code.
+
+Exit codes: 0 done, 1 the run failed (OUTPUT untouched), 2 bad arguments or input location.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from job.config import UsageError, from_argv
+
+
+def summary(metadata: dict) -> str:
+    counts, pca = metadata["counts"], metadata["pca"]
+    return (
+        f"featurized {counts['featurized']} of {counts['listed']} images "
+        f"({counts['rejected']} rejected, model processed {counts['model_processed']}); "
+        f"PCA k={pca['k']} explains {pca['explained_variance_at_k']:.4f} of the variance\n"
+        f"output: {metadata['output']} (features/, rejected/, metadata.json, explained_variance.png)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = from_argv(argv)
+    except UsageError as exc:
+        print(f"featurizer: error: {exc}", file=sys.stderr)
+        return 2
+    from job.pipeline import JobFailed, run
+    from job.session import start_spark
+
+    spark = start_spark(cfg)
+    try:
+        metadata = run(spark, cfg)
+    except UsageError as exc:
+        print(f"featurizer: error: {exc}", file=sys.stderr)
+        return 2
+    except JobFailed as exc:
+        print(f"featurizer: run failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+    print(summary(metadata))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

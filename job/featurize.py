@@ -1,0 +1,91 @@
+"""DataFrame(path, label, content) -> DataFrame(path, label, features, error), on the executors.
+
+The model is built once per Python worker (cached in this module, which Spark keeps alive
+with spark.python.worker.reuse) from bytes broadcast once by the driver. Each Arrow batch is
+cut into model batches of at most `batch_size` images, so memory does not grow with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark import Accumulator, Broadcast
+from pyspark.sql import DataFrame
+
+from job.decode import decode_batch
+
+STAGED_SCHEMA = "path string, label string, features array<float>, error string"
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What a worker needs to build its predictor: small, picklable, shipped with the task."""
+
+    engine: str  # "tf" (Keras weights file) or "onnx" (serialized ONNX model)
+    blob: Broadcast  # bytes of the weights file / ONNX model
+    suffix: str
+    digest: str
+    threads: int
+
+
+_PREDICTORS: dict[tuple[str, str, int], Predictor] = {}
+
+
+def worker_predictor(spec: EngineSpec) -> Predictor:
+    """This worker's predictor, built on first use and reused by every later task."""
+    key = (spec.engine, spec.digest, spec.threads)
+    if key not in _PREDICTORS:
+        if spec.engine == "onnx":
+            from job.onnx_engine import onnx_predictor
+
+            _PREDICTORS[key] = onnx_predictor(spec.blob.value, spec.threads)
+        else:
+            from job.model import configure_threads, load_model, tf_predictor
+
+            configure_threads(spec.threads)
+            _PREDICTORS[key] = tf_predictor(load_model(spec.blob.value, spec.suffix))
+    return _PREDICTORS[key]
+
+
+def featurize_batch(pdf: pd.DataFrame, predict: Predictor) -> tuple[pd.DataFrame, int]:
+    """Decode and featurize one batch; return (path, label, features, error) rows, model calls."""
+    images, valid, reasons = decode_batch(list(pdf["content"]))
+    features: list[np.ndarray | None] = [None] * len(pdf)
+    if valid:
+        out = np.asarray(predict(images), dtype=np.float32)
+        for row, vector in zip(valid, out, strict=True):
+            if not np.all(np.isfinite(vector)):
+                reasons[row] = "model produced non-finite features"
+            elif not np.any(vector):
+                reasons[row] = "model produced an all-zero feature vector"
+            else:
+                features[row] = vector
+    result = pd.DataFrame(
+        {
+            "path": pdf["path"].to_numpy(),
+            "label": pdf["label"].to_numpy(),
+            "features": features,
+            "error": [reasons.get(i) for i in range(len(pdf))],
+        }
+    )
+    return result, len(valid)
+
+
+def featurize(
+    images: DataFrame, spec: EngineSpec, batch_size: int, processed: Accumulator
+) -> DataFrame:
+    """The executor-side stage; `processed` counts images that went through the model."""
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        predict = worker_predictor(spec)
+        for pdf in batches:
+            for start in range(0, len(pdf), batch_size):
+                out, n = featurize_batch(pdf.iloc[start : start + batch_size], predict)
+                processed.add(n)
+                yield out
+
+    return images.mapInPandas(run, schema=STAGED_SCHEMA)

@@ -1,0 +1,143 @@
+"""MobileNetV2 (ImageNet architecture, top removed, global average pooling -> 1280 floats).
+
+The driver resolves the weights once (Keras download, a file from any Hadoop URI, or seeded
+random) into the bytes of a Keras weights file; executors receive those bytes once (a
+broadcast) and build the model once per Python worker. So executors never need internet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from job.decode import IMAGE_SIZE
+
+MODEL_NAME = "MobileNetV2 (include_top=False, pooling=avg, 224x224x3 -> 1280)"
+RANDOM_SEED = 1234
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@dataclass(frozen=True)
+class WeightsBlob:
+    """A Keras weights file as bytes, with what metadata.json records about it."""
+
+    data: bytes
+    suffix: str  # ".weights.h5" (Keras 3 save_weights) or ".h5" (Keras' distributed *_no_top.h5)
+    source: str  # imagenet | random | the path/URI given
+    sha256: str
+
+    @classmethod
+    def of(cls, data: bytes, suffix: str, source: str) -> WeightsBlob:
+        return cls(data=data, suffix=suffix, source=source, sha256=hashlib.sha256(data).hexdigest())
+
+
+def build_model(weights: str | None = None):  # -> keras.Model
+    """The seed's network without its classifier: avg-pooled 1280-d output (its layers[-2])."""
+    from tensorflow import keras
+
+    return keras.applications.MobileNetV2(
+        input_shape=(*IMAGE_SIZE, 3), include_top=False, pooling="avg", weights=weights
+    )
+
+
+def calibrate_batchnorm(model, images: np.ndarray) -> None:
+    """Set every BatchNorm's moving statistics to those of `images` (preprocessed batch).
+
+    Randomly initialised weights with untrained BN statistics give ~1e-11 features; one
+    training-mode pass with momentum 0 makes the random network's activations well scaled.
+    """
+    from tensorflow import keras
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    model(images, training=True)
+    for bn, momentum in zip(bns, saved, strict=True):
+        bn.momentum = momentum
+
+
+def random_model(calibration: np.ndarray, seed: int = RANDOM_SEED):
+    """The architecture with seeded random weights, BatchNorm calibrated on `calibration`."""
+    from tensorflow import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(weights=None)
+    calibrate_batchnorm(model, calibration)
+    return model
+
+
+def model_to_blob(model, source: str) -> WeightsBlob:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.weights.h5"
+        model.save_weights(str(path))
+        return WeightsBlob.of(path.read_bytes(), ".weights.h5", source)
+
+
+def imagenet_blob() -> WeightsBlob:
+    """Keras' own ImageNet loader (downloads ~9 MB once on the driver: needs internet there)."""
+    try:
+        model = build_model(weights="imagenet")
+    except Exception as exc:  # Keras raises several types for a failed download
+        raise RuntimeError(
+            "could not download the ImageNet weights (no internet on the driver?); "
+            "pass --weights PATH_OR_S3_URI of a mobilenet_v2 *_no_top.h5 file instead"
+        ) from exc
+    return model_to_blob(model, "imagenet")
+
+
+def random_blob() -> WeightsBlob:
+    """Seeded random weights calibrated on deterministic synthetic images: offline demos/tests only."""
+    from job.samples import synthetic_batch
+
+    calibration = np.stack([_preprocess_pil(img) for img in synthetic_batch(64, seed=RANDOM_SEED)])
+    return model_to_blob(random_model(calibration), "random")
+
+
+def _preprocess_pil(img) -> np.ndarray:
+    from job.decode import preprocess_input
+
+    return preprocess_input(np.asarray(img.convert("RGB").resize(IMAGE_SIZE), dtype=np.float32))
+
+
+def file_suffix(uri: str) -> str:
+    return ".weights.h5" if uri.endswith(".weights.h5") else ".h5"
+
+
+def load_model(blob_data: bytes, suffix: str):
+    """Build the architecture and load a weights file given as bytes (executor side)."""
+    model = build_model(weights=None)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"weights{suffix}"
+        path.write_bytes(blob_data)
+        model.load_weights(str(path))
+    return model
+
+
+def configure_threads(threads: int) -> None:
+    """Pin TensorFlow's thread pools (must run before TensorFlow executes its first op)."""
+    import tensorflow as tf
+
+    if threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass  # already initialised in this process: keep the first setting
+
+
+def tf_predictor(model) -> Callable[[np.ndarray], np.ndarray]:
+    """A traced inference function; batch dimension None so a short last batch does not retrace."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SIZE, 3], tf.float32)])
+    def infer(x):
+        return model(x, training=False)
+
+    return lambda batch: infer(tf.constant(batch)).numpy()

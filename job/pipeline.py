@@ -1,0 +1,179 @@
+"""The job as one straight line: list -> read -> featurize (once) -> reduce -> write -> commit.
+
+`run` receives a session and a config and never builds either, so tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from importlib import metadata as importlib_metadata
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from job import model as model_lib
+from job import reduce, write
+from job.config import UsageError, JobConfig
+from job.featurize import EngineSpec, featurize
+from job.read import Listing, hadoop_fs, list_inputs, read_images, skipped_reason
+
+
+class JobFailed(RuntimeError):
+    """The run could not produce a result (exit code 1); OUTPUT is left untouched."""
+
+
+class Timer:
+    """Wall time per stage, for metadata.json."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = self.clock()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.clock() - start, 3)
+
+
+def resolve_weights(spark: SparkSession, cfg: JobConfig) -> model_lib.WeightsBlob:
+    """On the driver: the weights file's bytes, whatever their source."""
+    if cfg.weights == "random":
+        print(
+            "WARNING: --weights random: seeded random MobileNetV2 weights. The features are "
+            "deterministic but carry no ImageNet knowledge; use them for tests and demos only."
+        )
+        return model_lib.random_blob()
+    if cfg.weights == "imagenet":
+        return model_lib.imagenet_blob()
+    return model_lib.WeightsBlob.of(read_binary(spark, cfg.weights), model_lib.file_suffix(cfg.weights), cfg.weights)
+
+
+def read_binary(spark: SparkSession, uri: str) -> bytes:
+    fs, path = hadoop_fs(spark, uri)
+    if not fs.exists(path) or fs.getFileStatus(path).isDirectory():
+        raise UsageError(f"weights file not found: {uri}")
+    stream = fs.open(path)
+    try:
+        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+    finally:
+        stream.close()
+
+
+def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsBlob) -> EngineSpec:
+    data, suffix = weights.data, weights.suffix
+    if cfg.engine == "onnx":
+        from job.onnx_engine import keras_weights_to_onnx
+
+        data, suffix = keras_weights_to_onnx(weights.data, weights.suffix), ".onnx"
+    threads = cfg.threads or int(spark.conf.get("spark.task.cpus", "1"))
+    blob = spark.sparkContext.broadcast(data)
+    return EngineSpec(engine=cfg.engine, blob=blob, suffix=suffix, digest=weights.sha256, threads=threads)
+
+
+def account(listing: Listing, staged: DataFrame, spark: SparkSession) -> DataFrame:
+    """Rejected rows for listed files that Spark did not return (zero bytes, hidden names)."""
+    read_paths = {row.path for row in staged.select("path").collect()}
+    unexpected = read_paths - listing.files.keys()
+    if unexpected:
+        raise JobFailed(f"input changed during the run: {len(unexpected)} new file(s), e.g. {min(unexpected)}")
+    skipped = [(path, skipped_reason(path, size)) for path, size in sorted(listing.files.items()) if path not in read_paths]
+    return spark.createDataFrame(skipped, schema=write.REJECTED_SCHEMA)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("pyspark", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "pillow", "onnxruntime"):
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def run(spark: SparkSession, cfg: JobConfig, run_id: str | None = None) -> dict:
+    """Featurize cfg.input into cfg.output; return the metadata written with it."""
+    run_id = run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    timer = Timer()
+    with timer.stage("list"):
+        listing = list_inputs(spark, cfg.input, cfg.glob)
+        write.check_output_replaceable(spark, cfg.output)
+    if cfg.k is not None and cfg.k > len(listing):
+        raise UsageError(f"--k {cfg.k} is larger than the number of input images ({len(listing)})")
+    staging = write.staging_uri(cfg.output, run_id)
+    write.delete(spark, staging)
+    try:
+        result = _run_staged(spark, cfg, listing, staging, timer, run_id)
+    except BaseException:
+        write.delete(spark, staging)
+        raise
+    return result
+
+
+def _run_staged(spark: SparkSession, cfg: JobConfig, listing: Listing, staging: str, timer: Timer, run_id: str) -> dict:
+    with timer.stage("weights"):
+        weights = resolve_weights(spark, cfg)
+        spec = engine_spec(spark, cfg, weights)
+    processed = spark.sparkContext.accumulator(0)
+    work = f"{staging}/_work/staged"
+    with timer.stage("featurize"):
+        images = read_images(spark, cfg.input, cfg.glob)
+        write.write_table(featurize(images, spec, cfg.batch_size, processed), work)
+    staged = spark.read.parquet(work)
+    featurized = staged.filter(F.col("error").isNull()).select("path", "label", "features")
+    with timer.stage("account"):
+        rejected = staged.filter(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
+        rejected = rejected.unionByName(account(listing, staged, spark))
+        n_featurized, n_rejected = featurized.count(), rejected.count()
+    if n_featurized + n_rejected != len(listing):
+        raise JobFailed(f"accounting error: {len(listing)} listed != {n_featurized} featurized + {n_rejected} rejected")
+    if n_featurized < 2:
+        reasons = rejected.groupBy("reason").count().orderBy(F.desc("count")).limit(3).collect()
+        summary = "; ".join(f"{r['count']}x {r['reason']}" for r in reasons)
+        raise JobFailed(f"only {n_featurized} of {len(listing)} images could be featurized; PCA needs 2 ({summary})")
+    if cfg.k is not None and cfg.k > n_featurized:
+        raise UsageError(f"--k {cfg.k} is larger than the number of featurized images ({n_featurized})")
+    with timer.stage("pca_fit"):
+        pca = reduce.fit_pca(reduce.covariance_stats(spark, featurized), cfg.variance, cfg.k)
+    with timer.stage("write"):
+        write.write_table(reduce.project(spark, featurized, pca), f"{staging}/features")
+        write.write_table(rejected.coalesce(1), f"{staging}/rejected")
+        write.delete(spark, f"{staging}/_work")
+        write.write_plot(spark, staging, pca.explained_variance_ratio, pca.k, None if cfg.k else cfg.variance)
+    cumulative = pca.explained_variance_ratio.cumsum()
+    metadata = {
+        "tool": write.TOOL,
+        "run_id": run_id,
+        "input": cfg.input,
+        "output": cfg.output,
+        "config": asdict(cfg),
+        "model": model_lib.MODEL_NAME,
+        "engine": cfg.engine,
+        "weights": {"source": weights.source, "sha256": weights.sha256, "random": cfg.weights == "random"},
+        "counts": {
+            "listed": len(listing),
+            "featurized": n_featurized,
+            "rejected": n_rejected,
+            "model_processed": int(processed.value),
+        },
+        "pca": {
+            "k": pca.k,
+            "k_forced": cfg.k is not None,
+            "variance_target": None if cfg.k else cfg.variance,
+            "explained_variance_at_k": float(cumulative[pca.k - 1]),
+            "explained_variance": pca.explained_variance_ratio.tolist(),
+            "cumulative_explained_variance": cumulative.tolist(),
+        },
+        "timings_s": timer.seconds,
+        "versions": library_versions(),
+    }
+    write.write_metadata(spark, staging, metadata)
+    write.commit(spark, staging, cfg.output, run_id)
+    return metadata
