@@ -1,0 +1,537 @@
+"""`featurizer`: thin click commands over package/deploy/submit/wait; exit codes decided here only.
+
+Results go to stdout (parseable), progress and notes to stderr. Every error is one line on
+stderr: typed launcher errors map to exit codes in `FeaturizerGroup`, nothing else does.
+Exit codes: 0 ok, 1 run failed or AWS kept failing, 2 usage or configuration error, 3 timed out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from launcher import errors
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+_EXIT_CODES: tuple[tuple[type[errors.LauncherError], int], ...] = (
+    (errors.WaitTimeout, EXIT_TIMEOUT),
+    (errors.ConfigError, EXIT_USAGE),
+    (errors.LauncherError, EXIT_FAILED),
+)
+_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+class Failure(click.ClickException):
+    """A launcher error on its way out: one line on stderr, the mapped exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"featurizer: error: {self.format_message()}", err=True)
+
+
+class FeaturizerGroup(click.Group):
+    """The root group: the one place where errors become exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except errors.LauncherError as err:
+            code = next(code for kind, code in _EXIT_CODES if isinstance(err, kind))
+            raise Failure(str(err), code) from None
+        except KeyboardInterrupt:
+            raise Failure("interrupted", 130) from None
+        except Exception as err:  # the "never a traceback" promise, with a way to get one
+            if os.environ.get("FEATURIZER_DEBUG"):
+                raise
+            raise Failure(
+                f"internal error: {type(err).__name__}: {err} (FEATURIZER_DEBUG=1 shows the traceback)",
+                EXIT_FAILED,
+            ) from None
+
+
+@dataclass
+class State:
+    """Options of the root group, shared by every command; `clock` is injectable for tests."""
+
+    profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    max_attempts: int = 5
+    clock: Any = None
+    _aws: Any = field(default=None, repr=False)
+
+    def aws(self) -> Any:
+        """The session, built on first use so `package`, `run` and `--help` need no AWS at all."""
+        if self._aws is None:
+            from launcher.aws import Aws
+
+            self._aws = Aws.connect(
+                profile=self.profile,
+                region=self.region,
+                endpoint_url=self.endpoint_url,
+                max_attempts=self.max_attempts,
+            )
+        return self._aws
+
+
+pass_state = click.make_pass_decorator(State, ensure=True)
+
+
+@click.group(cls=FeaturizerGroup)
+@click.option("--profile", help="AWS profile (default: the environment's).")
+@click.option("--region", help="AWS region (default: AWS_REGION / the profile's).")
+@click.option("--endpoint-url", help="Send AWS calls here (e.g. a local moto_server); AWS_ENDPOINT_URL works too.")
+@click.option("--max-attempts", type=click.IntRange(1, 20), default=5, show_default=True, help="Attempts per AWS call.")
+@click.version_option(package_name="emr-image-featurizer")
+@click.pass_context
+def main(
+    ctx: click.Context, profile: str | None, region: str | None, endpoint_url: str | None, max_attempts: int
+) -> None:
+    """Featurize images with MobileNetV2 on Spark: locally (run, demo) or on Amazon EMR."""
+    state = ctx.ensure_object(State)
+    state.profile, state.region, state.endpoint_url, state.max_attempts = profile, region, endpoint_url, max_attempts
+
+
+# --- local ------------------------------------------------------------------------------------
+
+
+@main.command(context_settings=_PASSTHROUGH)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Run the job locally; all ARGS go to the job unchanged (try `featurizer run --help`)."""
+    from job.__main__ import main as job_main  # lazily: pyspark/TensorFlow only when needed
+
+    ctx.exit(job_main(list(args)))
+
+
+@main.command(context_settings=_PASSTHROUGH)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def demo(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Run the bundled demo (e.g. `featurizer demo --out DIR`); ARGS go to the demo unchanged."""
+    from job.demo import main as demo_main
+
+    ctx.exit(demo_main(list(args)))
+
+
+@main.command()
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"), show_default=True
+)
+def package(out_dir: Path) -> None:
+    """Build the job zip and entry point; the same sources give the same bytes and digest."""
+    from launcher.package import build_package
+
+    built = build_package(out_dir)
+    click.echo(f"digest {built.digest}")
+    click.echo(f"zip    {built.zip_path}")
+    click.echo(f"entry  {built.entry_path}")
+
+
+# --- AWS --------------------------------------------------------------------------------------
+
+
+def _cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--stack", help="CDK stack whose outputs give the cluster id and bucket.")(func)
+    return click.option("--cluster-id", help="EMR cluster id (j-...).")(func)
+
+
+def _resolve_cluster(state: State, cluster_id: str | None, stack: str | None) -> tuple[str, Any]:
+    """(cluster id, stack outputs or None) from exactly one of --cluster-id / --stack."""
+    if bool(cluster_id) == bool(stack):
+        raise click.UsageError("give exactly one of --cluster-id or --stack")
+    if stack:
+        from launcher.stack import resolve
+
+        outputs = resolve(state.aws(), stack)
+        return outputs.cluster_id, outputs
+    return str(cluster_id), None
+
+
+def _bucket_and_prefix(bucket: str | None, prefix: str | None, outputs: Any) -> tuple[str, str]:
+    from launcher.deploy import DEFAULT_PREFIX
+
+    if outputs is not None:
+        return bucket or outputs.bucket, prefix or outputs.artifacts_key_prefix(DEFAULT_PREFIX)
+    if not bucket:
+        raise click.UsageError("--bucket is required (or --stack, whose project bucket is used)")
+    return bucket, prefix or DEFAULT_PREFIX
+
+
+@main.command()
+@click.option("--bucket", help="Project bucket (default with --stack: the stack's).")
+@click.option("--stack", help="CDK stack whose outputs give the bucket and artifacts prefix.")
+@click.option("--prefix", help="Key prefix for artifacts (default: artifacts/).")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"), show_default=True
+)
+@click.option("--bootstrap/--no-bootstrap", default=True, show_default=True, help="Also ship bootstrap/ files.")
+@pass_state
+def deploy(
+    state: State, bucket: str | None, stack: str | None, prefix: str | None, out_dir: Path, bootstrap: bool
+) -> None:
+    """Upload the package (and bootstrap files) to content-addressed keys; unchanged files are skipped."""
+    from launcher import deploy as deploying
+    from launcher.package import build_package
+    from launcher.stack import resolve
+
+    outputs = resolve(state.aws(), stack) if stack else None
+    bucket, prefix = _bucket_and_prefix(bucket, prefix, outputs)
+    built = build_package(out_dir)
+    items = deploying.package_artifacts(built, prefix)
+    if bootstrap:
+        items += deploying.bootstrap_artifacts(prefix)
+    for result in deploying.deploy(state.aws(), bucket, items, progress=_upload_progress(sys.stderr)):
+        click.echo(f"{'uploaded ' if result.uploaded else 'unchanged'} {result.uri} ({_size(result.size)})")
+
+
+def _job_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The job's own options, passed through (and validated by the job's parser before submission)."""
+    opts = [
+        click.option("--input", "input_uri", required=True, help="s3://bucket/prefix of images in class folders."),
+        click.option("--output", "output_uri", required=True, help="s3://bucket/prefix for the results."),
+        click.option("--weights", help="imagenet, random, or a weights file (s3:// or a path on the nodes)."),
+        click.option("--variance", type=float, help="PCA explained-variance target in (0, 1]."),
+        click.option("--k", type=int, help="Fixed number of PCA components (instead of --variance)."),
+        click.option("--batch-size", type=int, help="Images per model call."),
+        click.option("--glob", help="Hadoop glob on file names."),
+        click.option("--engine", type=click.Choice(["tf", "onnx"]), help="Inference engine."),
+        click.argument("job_args", nargs=-1, type=click.UNPROCESSED),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _job_argv(params: dict[str, Any]) -> list[str]:
+    argv: list[str] = []
+    for name in ("weights", "variance", "k", "batch_size", "glob", "engine"):
+        if params.get(name) is not None:
+            argv += [f"--{name.replace('_', '-')}", str(params[name])]
+    return [*argv, *params.get("job_args", ())]
+
+
+def _wait_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--poll", default="15s", show_default=True, help="Time between polls.")(func)
+    func = click.option("--tail", "tail_lines", type=click.IntRange(0), default=40, show_default=True,
+                        help="Lines of stderr to show when the step fails.")(func)  # fmt: skip
+    return click.option("--timeout", help="Give up waiting after this long (90s, 30m, 2h); default: never.")(func)
+
+
+@main.command()
+@_cluster_options
+@click.option("--bucket", help="Bucket for the package (default with --stack: the stack's).")
+@click.option("--prefix", help="Key prefix for artifacts (default: artifacts/).")
+@_job_options
+@click.option("--step-file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the step JSON here.")
+@click.option("--wait", "wait_", is_flag=True, help="Follow the step until it ends.")
+@_wait_options
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"), show_default=True
+)
+@pass_state
+def submit(state: State, **params: Any) -> None:
+    """Add the job as one EMR step (deploying the package first if S3 lacks it); print its id and JSON.
+
+    stdout: the step id on the first line, then the step as JSON for `aws emr add-steps --steps file://...`.
+    Extra job arguments may follow `--`.
+    """
+    from launcher import deploy as deploying
+    from launcher import submit as submitting
+    from launcher.package import build_package
+
+    timeout, poll = _durations(params["timeout"], params["poll"])
+    input_uri = submitting.parse_s3_uri(params["input_uri"], option="--input")
+    output_uri = submitting.parse_s3_uri(params["output_uri"], option="--output")
+    cluster_id, outputs = _resolve_cluster(state, params["cluster_id"], params["stack"])
+    bucket, prefix = _bucket_and_prefix(params["bucket"], params["prefix"], outputs)
+    built = build_package(params["out_dir"])
+    result = submitting.submit(
+        state.aws(),
+        cluster_id=cluster_id,
+        bucket=bucket,
+        package_items=deploying.package_artifacts(built, prefix),
+        digest=built.digest,
+        input_uri=input_uri,
+        output_uri=output_uri,
+        options=_job_argv(params),
+        progress=_upload_progress(sys.stderr),
+    )
+    for item in result.deployed:
+        click.echo(f"uploaded {item.uri}", err=True)
+    document = json.dumps([submitting.cli_step(result.step)], indent=2)
+    click.echo(result.step_id)
+    click.echo(document)
+    if params["step_file"]:
+        params["step_file"].write_text(document + "\n", encoding="utf-8")
+    click.echo(f"added step {result.step_id} to cluster {cluster_id}", err=True)
+    if params["step_file"]:
+        click.echo(f"same step by hand: aws emr add-steps --cluster-id {cluster_id} "
+                   f"--steps file://{params['step_file']}", err=True)  # fmt: skip
+    if params["wait_"]:
+        _follow(state, cluster_id, result.step_id, timeout, poll, params["tail_lines"])
+
+
+@main.command("wait")
+@click.argument("step_id")
+@_cluster_options
+@_wait_options
+@pass_state
+def wait_cmd(
+    state: State,
+    step_id: str,
+    cluster_id: str | None,
+    stack: str | None,
+    timeout: str | None,
+    poll: str,
+    tail_lines: int,
+) -> None:
+    """Follow a step until it ends: 0 completed, 1 failed/cancelled, 3 timed out (no 30-minute cap)."""
+    seconds, poll_seconds = _durations(timeout, poll)
+    cluster, _ = _resolve_cluster(state, cluster_id, stack)
+    _follow(state, cluster, step_id, seconds, poll_seconds, tail_lines)
+
+
+@main.command()
+@click.argument("step_id")
+@_cluster_options
+@click.option(
+    "--stream", type=click.Choice(["stderr", "stdout", "controller", "all"]), default="all", show_default=True
+)
+@click.option("--tail", "tail_lines", type=click.IntRange(0), default=0, help="Only the last N lines (0: all).")
+@pass_state
+def logs(state: State, step_id: str, cluster_id: str | None, stack: str | None, stream: str, tail_lines: int) -> None:
+    """Print the step's stdout/stderr that EMR copied to the cluster's LogUri."""
+    from launcher import wait as waiting
+
+    cluster, _ = _resolve_cluster(state, cluster_id, stack)
+    aws = state.aws()
+    location = waiting.log_location(aws, cluster, step_id)
+    streams = ["stdout", "stderr"] if stream == "all" else [stream]
+    for name in streams:
+        text = waiting.read_log(aws, location, name)
+        if len(streams) > 1:
+            click.echo(f"==> {location.uri(name)} <==")
+        click.echo(waiting.tail(text, tail_lines) if tail_lines else text.rstrip("\n"))
+
+
+@main.group()
+def cluster() -> None:
+    """Clusters without CDK."""
+
+
+@cluster.command("up")
+@click.option("--transient", is_flag=True, help="Terminate the cluster when the step ends (required).")
+@click.option("--bucket", required=True, help="Bucket for artifacts (and logs, unless --log-uri).")
+@click.option("--prefix", help="Key prefix for artifacts (default: artifacts/).")
+@click.option("--log-uri", help="Where EMR writes logs (default: s3://BUCKET/logs/).")
+@click.option("--service-role", default="EMR_DefaultRole", show_default=True)
+@click.option("--instance-profile", default="EMR_EC2_DefaultRole", show_default=True)
+@click.option("--security-configuration", help="Name of an EMR security configuration.")
+@click.option("--subnet", "subnets", multiple=True, help="Subnet id (repeatable; default: cdk.json's).")
+@click.option("--context", "-c", "context", multiple=True, help="Override a cdk.json setting: key=value.")
+@click.option("--name", help="Cluster name.")
+@_job_options
+@click.option("--wait", "wait_", is_flag=True, help="Follow the step until it ends.")
+@_wait_options
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"), show_default=True
+)
+@pass_state
+def cluster_up(state: State, **params: Any) -> None:
+    """Start a cluster that runs the job once and terminates; print the cluster id (then the step id)."""
+    from infra import artifacts
+    from launcher import cluster as clusters
+    from launcher import deploy as deploying
+    from launcher import submit as submitting
+    from launcher.package import build_package
+
+    if not params["transient"]:
+        raise click.UsageError("only --transient clusters are started here; long-lived ones come from `cdk deploy`")
+    timeout, poll = _durations(params["timeout"], params["poll"])
+    overrides = dict(_key_value(item) for item in params["context"])
+    settings = clusters.settings_from(overrides)
+    input_uri = submitting.parse_s3_uri(params["input_uri"], option="--input")
+    output_uri = submitting.parse_s3_uri(params["output_uri"], option="--output")
+    bucket, prefix = params["bucket"], params["prefix"] or deploying.DEFAULT_PREFIX
+    log_uri = params["log_uri"] or f"s3://{bucket}/logs/"
+    submitting.parse_s3_uri(log_uri, option="--log-uri")
+    options = _job_argv(params)
+    if params["weights"] is None and settings.weights_local_path:
+        options = ["--weights", settings.weights_local_path, *options]  # staged on the nodes by the bootstrap
+    args = submitting.job_args(input_uri, output_uri, options)
+    aws = state.aws()
+    submitting.check_input(aws, input_uri)
+    submitting.check_output(aws, output_uri)
+    built = build_package(params["out_dir"])
+    package_items = deploying.package_artifacts(built, prefix)
+    bootstrap_items = deploying.bootstrap_artifacts(prefix)
+    for item in deploying.deploy(
+        aws, bucket, [*package_items, *bootstrap_items], progress=_upload_progress(sys.stderr)
+    ):
+        if item.uploaded:
+            click.echo(f"uploaded {item.uri}", err=True)
+    step = submitting.spark_step(
+        name=f"featurizer {built.digest} {input_uri}",
+        zip_uri=artifacts.s3_uri(bucket, package_items[0].key),
+        entry_uri=artifacts.s3_uri(bucket, package_items[1].key),
+        args=args,
+    )
+    request = clusters.transient_request(
+        settings,
+        bucket=bucket,
+        bootstrap=bootstrap_items,
+        step=step,
+        log_uri=log_uri,
+        roles=clusters.Roles(params["service_role"], params["instance_profile"], params["security_configuration"]),
+        subnet_ids=params["subnets"],
+        name=params["name"],
+    )
+    cluster_id = clusters.start(aws, request)
+    steps = aws.call("emr", "list_steps", ClusterId=cluster_id).get("Steps", [])
+    step_id = steps[0]["Id"] if steps else ""
+    click.echo(cluster_id)
+    click.echo(step_id)
+    click.echo(f"started transient cluster {cluster_id} (step {step_id}); it terminates after the step", err=True)
+    if params["wait_"] and step_id:
+        _follow(state, cluster_id, step_id, timeout, poll, params["tail_lines"])
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _durations(timeout: str | None, poll: str) -> tuple[float | None, float]:
+    from launcher.wait import parse_duration
+
+    try:
+        return (parse_duration(timeout) if timeout else None), parse_duration(poll)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--timeout/--poll") from None
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--context")
+    return key.strip(), value.strip()
+
+
+def _follow(state: State, cluster_id: str, step_id: str, timeout: float | None, poll: float, tail_lines: int) -> None:
+    """Wait, then report: COMPLETED exits 0; otherwise the reason and the stderr tail, exit 1."""
+    from launcher import wait as waiting
+
+    aws = state.aws()
+    line = _StatusLine(sys.stderr, step_id)
+    try:
+        outcome = waiting.wait_for_step(
+            aws,
+            cluster_id,
+            step_id,
+            timeout=timeout,
+            poll=poll,
+            clock=state.clock,
+            on_poll=line.update,
+            on_error=lambda err: line.note(f"poll failed, will retry: {err}"),
+        )
+    finally:
+        line.close()
+    took = waiting.format_duration(outcome.elapsed)
+    if outcome.ok:
+        click.echo(f"step {step_id} COMPLETED after {took}", err=True)
+        return
+    click.echo(f"step {step_id} {outcome.state} after {took}: {outcome.reason or 'no reason given'}", err=True)
+    _show_stderr_tail(aws, cluster_id, step_id, tail_lines)
+    raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _show_stderr_tail(aws: Any, cluster_id: str, step_id: str, lines: int) -> None:
+    from launcher import wait as waiting
+
+    if lines <= 0:
+        return
+    try:
+        location = waiting.log_location(aws, cluster_id, step_id)
+        text = waiting.read_log(aws, location, "stderr")
+    except errors.LogsNotAvailable as err:
+        click.echo(f"(no step log yet: {err})", err=True)
+        return
+    click.echo(f"--- last {lines} lines of {location.uri('stderr')} ---", err=True)
+    click.echo(waiting.tail(text, lines), err=True)
+    app = waiting.yarn_application(text)
+    if app:
+        click.echo(f"--- driver and executor logs: {location.bucket}/.../{cluster_id}/containers/{app}/ ---", err=True)
+
+
+class _StatusLine:
+    """One live line on a terminal (rewritten in place); on a pipe, a line per state change."""
+
+    def __init__(self, stream: TextIO, step_id: str) -> None:
+        self._stream, self._step, self._last = stream, step_id, ""
+        self._tty = stream.isatty()
+
+    def update(self, status: Any, elapsed: float) -> None:
+        from launcher.wait import format_duration
+
+        text = f"{self._step} {status.state:<10} {format_duration(elapsed):>9}"
+        if self._tty:
+            self._stream.write(f"\r{text}\x1b[K")
+            self._stream.flush()
+        elif status.state != self._last:
+            self._stream.write(text + "\n")
+        self._last = status.state
+
+    def note(self, message: str) -> None:
+        self._stream.write(("\n" if self._tty else "") + message + "\n")
+
+    def close(self) -> None:
+        if self._tty and self._last:
+            self._stream.write("\n")
+
+
+def _upload_progress(stream: TextIO) -> Callable[[str, int], Callable[[int], None]]:
+    """Progress for large uploads: a live percentage on a terminal, quarter steps on a pipe."""
+
+    def start(name: str, total: int) -> Callable[[int], None]:
+        lock, sent, shown = threading.Lock(), [0], [-1]
+        tty = stream.isatty()
+
+        def on_bytes(count: int) -> None:
+            with lock:  # s3transfer reports from its worker threads
+                sent[0] += count
+                percent = 100 * sent[0] // max(total, 1)
+                step = percent if tty else percent // 25 * 25
+                if step == shown[0]:
+                    return
+                shown[0] = step
+                text = f"uploading {name} {_size(sent[0])}/{_size(total)} {percent}%"
+                stream.write(f"\r{text}\x1b[K" + ("\n" if percent >= 100 else "") if tty else text + "\n")
+                stream.flush()
+
+        return on_bytes
+
+    return start
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

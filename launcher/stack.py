@@ -1,0 +1,56 @@
+"""Read the CDK stack's outputs, the contract that spares users from copying ids by hand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from launcher.aws import Aws
+from launcher.errors import InvalidUri, StackOutputsMissing
+
+REQUIRED = ("ClusterId", "ProjectBucketName")
+
+
+@dataclass(frozen=True)
+class StackOutputs:
+    """The outputs the launcher uses; optional ones are None when the stack does not publish them."""
+
+    name: str
+    cluster_id: str
+    bucket: str
+    logs_bucket: str | None = None
+    artifacts_prefix: str | None = None
+    bootstrap_script_uri: str | None = None
+    console_step_json: str | None = None
+
+    def artifacts_key_prefix(self, default: str) -> str:
+        """The key prefix under the project bucket from `ArtifactsPrefix` (an s3:// URI), else `default`."""
+        if not self.artifacts_prefix:
+            return default
+        head = f"s3://{self.bucket}/"
+        if not self.artifacts_prefix.startswith(head):
+            raise InvalidUri(
+                f"stack {self.name}: ArtifactsPrefix {self.artifacts_prefix} is not under s3://{self.bucket}/"
+            )
+        return self.artifacts_prefix[len(head) :]
+
+
+def resolve(aws: Aws, name: str) -> StackOutputs:
+    """Describe the stack and pick out the outputs; missing required ones is a clear error."""
+    stacks = aws.call("cloudformation", "describe_stacks", StackName=name).get("Stacks", [])
+    outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in (stacks[0].get("Outputs", []) if stacks else [])}
+    missing = [key for key in REQUIRED if not outputs.get(key)]
+    if missing:
+        status = stacks[0].get("StackStatus", "?") if stacks else "?"
+        raise StackOutputsMissing(
+            f"stack {name} ({status}) has no output {', '.join(missing)}: "
+            "is it the featurizer cluster stack, fully deployed?"
+        )
+    return StackOutputs(
+        name=name,
+        cluster_id=outputs["ClusterId"],
+        bucket=outputs["ProjectBucketName"],
+        logs_bucket=outputs.get("LogsBucketName") or None,
+        artifacts_prefix=outputs.get("ArtifactsPrefix") or None,
+        bootstrap_script_uri=outputs.get("BootstrapScriptUri") or None,
+        console_step_json=outputs.get("ConsoleStepJson") or None,
+    )

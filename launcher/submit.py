@@ -1,0 +1,155 @@
+"""Validate a run, make sure its package is in S3, and add it to a cluster as one EMR step.
+
+Everything that can fail without a cluster (URI form, job arguments, an empty input prefix, a
+terminated cluster) fails here, before a step exists, so a typo costs seconds rather than a
+cluster start-up. The step itself comes from `infra.emr_spec.spark_step`, the same function the
+CDK stack uses for the console step, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from infra import artifacts, emr_spec
+from launcher.aws import Aws
+from launcher.deploy import Artifact, Deployed, ProgressFactory, deploy, is_deployed
+from launcher.errors import ClusterNotUsable, ConfigError, InputEmpty, InvalidUri
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+GONE = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    """A parsed `s3://bucket/key` (key may be empty: the whole bucket)."""
+
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def folder(self) -> str:
+        """The key as a folder prefix, so `s3://b/raw` does not also match `raw-old/`."""
+        return self.key if not self.key or self.key.endswith("/") else self.key + "/"
+
+
+def parse_s3_uri(value: str, *, option: str) -> S3Uri:
+    """Parse and check the `s3://bucket/prefix` form; `option` names the flag in the message."""
+    match = re.fullmatch(r"s3://([^/]+)/?(.*)", value)
+    if not match:
+        hint = " (EMR reads S3 through EMRFS: use s3://)" if re.match(r"s3[an]://", value) else ""
+        raise InvalidUri(f"{option} must look like s3://bucket/prefix, got {value!r}{hint}")
+    bucket, key = match.groups()
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise InvalidUri(f"{option}: {bucket!r} is not a valid S3 bucket name")
+    if _CONTROL.search(key):
+        raise InvalidUri(f"{option}: the key contains control characters")
+    return S3Uri(bucket, key)
+
+
+def job_args(input_uri: S3Uri, output_uri: S3Uri, options: Sequence[str]) -> list[str]:
+    """The job's argv for a cluster run, checked by the job's own parser before anything is sent."""
+    args = ["--input", str(input_uri), "--output", str(output_uri), *options]
+    if any(a == "--master" or a.startswith("--master=") for a in options):
+        raise ConfigError("--master is chosen by EMR (YARN) for a cluster run; remove it")
+    from job.config import UsageError, from_argv  # pure argparse; no Spark or TensorFlow
+
+    try:
+        from_argv(args)
+    except UsageError as err:
+        raise ConfigError(f"job arguments: {err}") from None
+    return args
+
+
+def spark_step(*, name: str, zip_uri: str, entry_uri: str, args: Sequence[str]) -> dict[str, Any]:
+    """The EMR step (API shape) that runs the job; continue the cluster on failure."""
+    return emr_spec.spark_step(
+        name=name[:256], zip_uri=zip_uri, entry_uri=entry_uri, job_args=args, action_on_failure="CONTINUE"
+    )
+
+
+def cli_step(step: dict[str, Any]) -> dict[str, Any]:
+    """The same step in the form `aws emr add-steps --steps file://...` reads (a CUSTOM_JAR step)."""
+    jar = step["HadoopJarStep"]
+    return {
+        "Type": "CUSTOM_JAR",
+        "Name": step["Name"],
+        "ActionOnFailure": step["ActionOnFailure"],
+        "Jar": jar["Jar"],
+        "Args": list(jar["Args"]),
+    }
+
+
+def check_cluster(aws: Aws, cluster_id: str) -> dict[str, Any]:
+    """The cluster description, or ClusterNotUsable when it can no longer run steps."""
+    cluster: dict[str, Any] = aws.call("emr", "describe_cluster", ClusterId=cluster_id)["Cluster"]
+    status = cluster.get("Status", {})
+    if status.get("State") in GONE:
+        reason = status.get("StateChangeReason", {}).get("Message") or status.get("StateChangeReason", {}).get(
+            "Code", "no reason given"
+        )
+        raise ClusterNotUsable(
+            f"cluster {cluster_id} is {status['State']} ({reason}); start a new one "
+            "(cdk deploy, or featurizer cluster up --transient)"
+        )
+    return cluster
+
+
+def check_input(aws: Aws, uri: S3Uri) -> None:
+    """The input prefix must exist and hold at least one object."""
+    aws.check_bucket(uri.bucket)
+    listing = aws.call("s3", "list_objects_v2", Bucket=uri.bucket, Prefix=uri.folder, MaxKeys=1)
+    if not listing.get("KeyCount") and not listing.get("Contents"):
+        raise InputEmpty(f"--input {uri} is empty or does not exist (no objects under s3://{uri.bucket}/{uri.folder})")
+
+
+def check_output(aws: Aws, uri: S3Uri) -> None:
+    """The output bucket must exist and be ours; the job itself handles the prefix."""
+    aws.check_bucket(uri.bucket)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A step that was added: its id and exactly what was sent."""
+
+    cluster_id: str
+    step_id: str
+    step: dict[str, Any]
+    deployed: list[Deployed]
+
+
+def submit(
+    aws: Aws,
+    *,
+    cluster_id: str,
+    bucket: str,
+    package_items: Sequence[Artifact],
+    digest: str,
+    input_uri: S3Uri,
+    output_uri: S3Uri,
+    options: Sequence[str] = (),
+    progress: ProgressFactory | None = None,
+) -> Submission:
+    """Check everything, deploy the package when S3 lacks it, then add the step."""
+    args = job_args(input_uri, output_uri, options)
+    check_cluster(aws, cluster_id)
+    check_input(aws, input_uri)
+    check_output(aws, output_uri)
+    deployed: list[Deployed] = []
+    if not is_deployed(aws, bucket, package_items):
+        deployed = deploy(aws, bucket, package_items, progress=progress)
+    zip_item, entry_item = package_items
+    step = spark_step(
+        name=f"featurizer {digest} {input_uri}",
+        zip_uri=artifacts.s3_uri(bucket, zip_item.key),
+        entry_uri=artifacts.s3_uri(bucket, entry_item.key),
+        args=args,
+    )
+    step_ids = aws.call("emr", "add_job_flow_steps", JobFlowId=cluster_id, Steps=[step])["StepIds"]
+    return Submission(cluster_id=cluster_id, step_id=step_ids[0], step=step, deployed=deployed)
