@@ -81,7 +81,8 @@ def requirements_key(digest: str, profile: str) -> str:
     try:
         name = REQUIREMENTS_BY_PROFILE[profile]
     except KeyError:
-        raise ValueError(f"unknown bootstrap profile {profile!r}; expected {sorted(REQUIREMENTS_BY_PROFILE)}")
+        known = sorted(REQUIREMENTS_BY_PROFILE)
+        raise ValueError(f"unknown bootstrap profile {profile!r}; expected one of {known}") from None
     return bootstrap_prefix(digest) + name
 
 

@@ -95,7 +95,8 @@ def instance_fleets(settings: Settings) -> list[Spec]:
                 }
             }
         else:
-            task = _fleet("Task", "TASK", settings.task_instance_types, on_demand=settings.task_instance_count)
+            count = settings.task_instance_count
+            task = _fleet("Task", "TASK", settings.task_instance_types, on_demand=count)
         fleets.append(task)
     return fleets
 
@@ -160,7 +161,8 @@ def managed_scaling_policy(settings: Settings) -> Spec:
 
 def tags(settings: Settings) -> list[Spec]:
     """Cluster tags: the managed-policy tag first, then the project's own tags."""
-    extra = [{"Key": k, "Value": v} for k, v in sorted(settings.tags.items()) if k != MANAGED_POLICY_TAG["Key"]]
+    own = sorted((k, v) for k, v in settings.tags.items() if k != MANAGED_POLICY_TAG["Key"])
+    extra = [{"Key": k, "Value": v} for k, v in own]
     return [dict(MANAGED_POLICY_TAG), {"Key": "project", "Value": settings.name_prefix}, *extra]
 
 
@@ -240,7 +242,9 @@ def run_job_flow_request(
         "Applications": applications(settings),
         "Configurations": configurations(settings),
         "Instances": job_flow_instances(settings, resources.subnet_ids, keep_alive=keep_alive),
-        "BootstrapActions": [bootstrap_action(bootstrap_script_uri, bootstrap_args(settings, requirements_uri))],
+        "BootstrapActions": [
+            bootstrap_action(bootstrap_script_uri, bootstrap_args(settings, requirements_uri)),
+        ],
         "AutoTerminationPolicy": auto_termination_policy(settings),
         "ManagedScalingPolicy": managed_scaling_policy(settings),
         "SecurityConfiguration": resources.security_configuration,
@@ -282,9 +286,7 @@ def to_cloudformation_instances(instances: Mapping[str, Any]) -> Spec:
     return converted
 
 
-def _fleet(
-    name: str, kind: str, instance_types: Sequence[str], *, on_demand: int = 0, spot: int = 0
-) -> Spec:
+def _fleet(name: str, kind: str, instance_types: Sequence[str], *, on_demand: int = 0, spot: int = 0) -> Spec:
     return {
         "Name": name,
         "InstanceFleetType": kind,

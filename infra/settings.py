@@ -156,7 +156,7 @@ class Settings:
         if not self.core_instance_count <= self.scaling_max_core_units <= self.scaling_max_units:
             fail("scaling_max_core_units", "must lie between core_instance_count and scaling_max_units")
         if not self.scaling_max_core_units <= self.scaling_max_on_demand_units <= self.scaling_max_units:
-            fail("scaling_max_on_demand_units", "must lie between scaling_max_core_units and scaling_max_units")
+            fail("scaling_max_on_demand_units", "must be within scaling_max_core_units and scaling_max_units")
         if not self.task_spot and self.scaling_max_on_demand_units != self.scaling_max_units:
             fail("scaling_max_on_demand_units", "with on-demand task nodes it must equal scaling_max_units")
         if initial > self.scaling_max_units:
@@ -203,12 +203,9 @@ def _coerce(name: str, value: object, hint: object) -> object:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None:
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        if value == "" and type(None) in args:
+        if (value is None or value == "") and type(None) in args:
             return None
+        inner = [a for a in args if a is not type(None)]
         return _coerce(name, value, inner[0])
     if hint is bool:
         if isinstance(value, bool):
@@ -242,7 +239,7 @@ def _coerce(name: str, value: object, hint: object) -> object:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
                 raise SettingsError(f"setting {name!r}: expected a JSON object, got {value!r}") from exc
-        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
             return types.MappingProxyType(dict(value))
         raise SettingsError(f"setting {name!r}: expected an object of strings, got {value!r}")
-    raise SettingsError(f"setting {name!r}: unsupported type {hint!r}")  # pragma: no cover - programming error
+    raise SettingsError(f"setting {name!r}: unsupported type {hint!r}")  # pragma: no cover - a new field type
