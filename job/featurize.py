@@ -75,9 +75,7 @@ def featurize_batch(pdf: pd.DataFrame, predict: Predictor) -> tuple[pd.DataFrame
     return result, len(valid)
 
 
-def featurize(
-    images: DataFrame, spec: EngineSpec, batch_size: int, processed: Accumulator
-) -> DataFrame:
+def featurize(images: DataFrame, spec: EngineSpec, batch_size: int, processed: Accumulator) -> DataFrame:
     """The executor-side stage; `processed` counts images that went through the model."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

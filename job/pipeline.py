@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from job import model as model_lib
 from job import reduce, write
-from job.config import UsageError, JobConfig
+from job.config import JobConfig, UsageError
 from job.featurize import EngineSpec, featurize
 from job.read import Listing, hadoop_fs, list_inputs, read_images, skipped_reason
 
@@ -84,13 +84,25 @@ def account(listing: Listing, staged: DataFrame, spark: SparkSession) -> DataFra
     unexpected = read_paths - listing.files.keys()
     if unexpected:
         raise JobFailed(f"input changed during the run: {len(unexpected)} new file(s), e.g. {min(unexpected)}")
-    skipped = [(path, skipped_reason(path, size)) for path, size in sorted(listing.files.items()) if path not in read_paths]
+    skipped = [
+        (path, skipped_reason(path, size)) for path, size in sorted(listing.files.items()) if path not in read_paths
+    ]
     return spark.createDataFrame(skipped, schema=write.REJECTED_SCHEMA)
 
 
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in ("pyspark", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "pillow", "onnxruntime"):
+    for name in (
+        "pyspark",
+        "tensorflow-cpu",
+        "tensorflow",
+        "keras",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "pillow",
+        "onnxruntime",
+    ):
         try:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:

@@ -53,12 +53,7 @@ def list_inputs(spark: SparkSession, uri: str, glob: str) -> Listing:
 
 def read_images(spark: SparkSession, uri: str, glob: str) -> DataFrame:
     """DataFrame(path, label, content): binaryFile, recursive, label = immediate parent folder."""
-    df = (
-        spark.read.format("binaryFile")
-        .option("pathGlobFilter", glob)
-        .option("recursiveFileLookup", "true")
-        .load(uri)
-    )
+    df = spark.read.format("binaryFile").option("pathGlobFilter", glob).option("recursiveFileLookup", "true").load(uri)
     return df.select("path", label_of(F.col("path")).alias("label"), "content")
 
 

@@ -41,7 +41,9 @@ def check_output_replaceable(spark: SparkSession, output: str) -> None:
         return
     marker = read_text(spark, f"{output.rstrip('/')}/{METADATA}")
     if marker is None or json.loads(marker).get("tool") != TOOL:
-        raise UsageError(f"output exists and is not a previous featurizer output: {output} (remove it or choose another)")
+        raise UsageError(
+            f"output exists and is not a previous featurizer output: {output} (remove it or choose another)"
+        )
 
 
 def read_text(spark: SparkSession, uri: str) -> str | None:
