@@ -49,7 +49,7 @@ def test_any_colour_mode_becomes_rgb(mode: str) -> None:
     data = png(img) if mode not in ("CMYK",) else jpeg(img)
     out = decode_image(data)
     assert out.shape == (*IMAGE_SIZE, 3) and out.dtype == np.float32
-    assert -1.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= -1.0 and out.max() <= 1.0
 
 
 def test_sixteen_bit_png_keeps_its_brightness() -> None:

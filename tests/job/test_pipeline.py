@@ -98,7 +98,8 @@ def test_pca_equals_numpy_on_the_same_features(fruits_run) -> None:
     gaps = np.abs(np.diff(s**2)) / (s[0] ** 2)
     separated = [j for j in range(k) if (j == 0 or gaps[j - 1] > 1e-6) and gaps[j] > 1e-6]
     assert len(separated) > k // 2
-    np.testing.assert_allclose(ours[:, separated], (reference * signs)[:, separated], atol=1e-6 * np.abs(reference).max())
+    tolerance = 1e-6 * np.abs(reference).max()
+    np.testing.assert_allclose(ours[:, separated], (reference * signs)[:, separated], atol=tolerance)
 
 
 def test_metadata_tells_the_whole_story(fruits_run, weights_file, fruits_dir) -> None:
