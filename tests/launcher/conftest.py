@@ -63,12 +63,12 @@ def invoke(*args: str, obj: State | None = None) -> Result:
 
 
 def error_line(result: Result) -> str:
-    """The single stderr line of a failed command (and proof there is no traceback)."""
+    """The one error line of a failed command, last on stderr (progress lines may precede it)."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert "Traceback" not in result.stderr
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("featurizer: error: "), lines[0]
-    return lines[0]
+    assert [line for line in lines if "error:" in line] == lines[-1:], result.stderr
+    assert lines[-1].startswith("featurizer: error: "), lines[-1]
+    return lines[-1]
 
 
 # --- arranging AWS state -----------------------------------------------------------------------
