@@ -121,6 +121,8 @@ def commit(spark: SparkSession, staging: str, output: str, run_id: str) -> None:
             raise OSError(f"could not move the previous output aside: {output}")
     _, staged = hadoop_fs(spark, staging)
     if not fs.rename(staged, out):
+        if previous is not None:
+            fs.rename(previous, out)  # put the previous output back (without its _SUCCESS)
         raise OSError(f"could not move {staging} to {output}")
     write_bytes(spark, f"{output.rstrip('/')}/{SUCCESS}", b"")
     if previous is not None:

@@ -50,3 +50,14 @@ def test_main_exits_2_with_one_line(argv: list[str], capsys) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("featurizer: error: ")
+
+
+def test_bad_arguments_never_start_spark(monkeypatch) -> None:
+    import job.session
+
+    def no_spark(*args, **kwargs):
+        raise AssertionError("Spark must not start for a usage error")
+
+    monkeypatch.setattr(job.session, "start_spark", no_spark)
+    assert main(["--input", "in", "--output", "out", "--k", "0"]) == 2
+    assert main(["--input", "in", "--output", "in/out"]) == 2
