@@ -110,24 +110,36 @@ def main(
 # --- local ------------------------------------------------------------------------------------
 
 
-@main.command(context_settings=_PASSTHROUGH)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+class _Passthrough(click.Command):
+    """A command that parses nothing: argv after its name, `--` and `--help` included, is its argument."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.params["args"] = tuple(args)
+        return []
+
+
+def _exit_with(ctx: click.Context, code: int) -> None:
+    sys.stdout.flush()  # the job prints with print(); flush before click takes over the exit
+    sys.stderr.flush()
+    ctx.exit(code)
+
+
+@main.command(cls=_Passthrough, context_settings=_PASSTHROUGH)
 @click.pass_context
 def run(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Run the job locally; all ARGS go to the job unchanged (try `featurizer run --help`)."""
     from job.__main__ import main as job_main  # lazily: pyspark/TensorFlow only when needed
 
-    ctx.exit(job_main(list(args)))
+    _exit_with(ctx, job_main(list(args)))
 
 
-@main.command(context_settings=_PASSTHROUGH)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@main.command(cls=_Passthrough, context_settings=_PASSTHROUGH)
 @click.pass_context
 def demo(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Run the bundled demo (e.g. `featurizer demo --out DIR`); ARGS go to the demo unchanged."""
     from job.demo import main as demo_main
 
-    ctx.exit(demo_main(list(args)))
+    _exit_with(ctx, demo_main(list(args)))
 
 
 @main.command()

@@ -1,0 +1,104 @@
+"""cluster up --transient: the CDK stack's cluster definition, one step, auto-termination."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from infra import artifacts, emr_spec
+from infra.settings import load_settings
+from launcher import cluster as clusters
+from launcher import deploy as deploying
+from launcher.cli import State
+from launcher.package import build_package
+
+from .conftest import BUCKET, INPUT, LOGS_BUCKET, OUTPUT, FakeClock, Project, error_line, invoke
+
+
+def _up(*extra: str, obj: State | None = None):  # type: ignore[no-untyped-def]
+    return invoke(
+        "cluster", "up", "--transient", "--bucket", BUCKET, "--input", INPUT, "--output", OUTPUT, *extra, obj=obj
+    )
+
+
+def test_transient_cluster_runs_the_step_from_the_shared_definition(project: Project, tmp_path: Path) -> None:
+    result = _up("--log-uri", f"s3://{LOGS_BUCKET}/emr/", "--k", "8", "-c", "release_label=emr-7.12.0")
+    assert result.exit_code == 0, result.stderr
+    cluster_id, step_id = result.stdout.split()
+    emr = project.session.client("emr")
+    cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    assert load_settings().release_label != "emr-7.12.0"
+    assert cluster["ReleaseLabel"] == "emr-7.12.0"
+    assert cluster["LogUri"] == f"s3://{LOGS_BUCKET}/emr/"
+    assert cluster["AutoTerminate"] is True  # KeepJobFlowAliveWhenNoSteps=False: ends with its step
+    assert {a["Name"] for a in cluster["Applications"]} >= {"Spark", "Hadoop"}
+    digest = artifacts.bootstrap_digest()
+    actions = emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
+    assert [a["ScriptPath"] for a in actions] == [f"s3://{BUCKET}/artifacts/bootstrap/{digest}/install.sh"]
+    assert f"s3://{BUCKET}/artifacts/bootstrap/{digest}/requirements.txt" in actions[0]["Args"]
+    for name in artifacts.BOOTSTRAP_FILES:  # what the bootstrap action points at was uploaded
+        assert f"artifacts/bootstrap/{digest}/{name}" in project.keys("artifacts/bootstrap/")
+    package = build_package(tmp_path / "check")
+    steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert [s["Id"] for s in steps] == [step_id]
+    args = steps[0]["Config"]["Args"]
+    assert args[:6] == [
+        "spark-submit", "--deploy-mode", "cluster", "--py-files",
+        f"s3://{BUCKET}/artifacts/job/{package.digest}/job.zip",
+        f"s3://{BUCKET}/artifacts/job/{package.digest}/entrypoint.py",
+    ]  # fmt: skip
+    assert args[6:] == ["--input", INPUT, "--output", OUTPUT, "--k", "8"]
+
+
+def test_transient_with_wait_reports_the_step(project: Project) -> None:
+    from .conftest import DEFAULT_ACCOUNT_ID, REGION, emr_backends
+
+    def on_sleep(count: int) -> None:
+        for cluster in emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters.values():
+            for step in cluster.steps:
+                step.state = "COMPLETED"
+
+    result = _up("--wait", obj=State(clock=FakeClock(on_sleep=on_sleep)))
+    assert result.exit_code == 0, result.stderr
+    assert "COMPLETED after 15s" in result.stderr
+
+
+def test_only_transient_clusters_and_valid_settings(project: Project) -> None:
+    result = invoke("cluster", "up", "--bucket", BUCKET, "--input", INPUT, "--output", OUTPUT)
+    assert result.exit_code == 2
+    assert "only --transient clusters" in result.stderr
+    result = _up("-c", "core_instance_count=0")
+    assert result.exit_code == 2
+    assert "core_instance_count" in error_line(result)
+    result = _up("-c", "nonsense")
+    assert result.exit_code == 2
+    assert "expected key=value" in result.stderr
+    assert [c["Id"] for c in project.session.client("emr").list_clusters()["Clusters"]] == [project.cluster_id]
+
+
+def test_transient_cluster_checks_input_first(project: Project) -> None:
+    result = invoke(
+        "cluster", "up", "--transient", "--bucket", BUCKET, "--input", f"s3://{BUCKET}/empty", "--output", OUTPUT
+    )
+    assert result.exit_code == 2
+    assert "is empty or does not exist" in error_line(result)
+
+
+def test_transient_request_is_the_shared_definition_without_keep_alive() -> None:
+    settings = load_settings()
+    bootstrap = deploying.bootstrap_artifacts()
+    step = {"Name": "s", "ActionOnFailure": "CONTINUE", "HadoopJarStep": {"Jar": "command-runner.jar", "Args": []}}
+    request = clusters.transient_request(
+        settings, bucket=BUCKET, bootstrap=bootstrap, step=step, log_uri="s3://l/", roles=clusters.Roles()
+    )
+    assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is False
+    assert request["Instances"]["InstanceFleets"] == emr_spec.instance_fleets(settings)
+    assert request["Configurations"] == emr_spec.configurations(settings)
+    assert request["ManagedScalingPolicy"] == emr_spec.managed_scaling_policy(settings)
+    assert request["Steps"] == [step]
+    assert (request["ServiceRole"], request["JobFlowRole"]) == ("EMR_DefaultRole", "EMR_EC2_DefaultRole")
+    assert "SecurityConfiguration" not in request
+    with_security = clusters.transient_request(
+        settings, bucket=BUCKET, bootstrap=bootstrap, step=step, log_uri="s3://l/",
+        roles=clusters.Roles(security_configuration="featurizer-sec"),
+    )  # fmt: skip
+    assert with_security["SecurityConfiguration"] == "featurizer-sec"
