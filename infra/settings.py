@@ -81,6 +81,9 @@ class Settings:
     arrow_max_records_per_batch: int = 64
     # Buckets survive `cdk destroy` unless this is explicitly false.
     retain_data: bool = True
+    # Lifecycle: logs expire after this many days; overwritten or deleted data versions too.
+    log_retention_days: int = 90
+    noncurrent_version_days: int = 30
     # Extra tags on every resource (the EMR managed-policy tag is always added).
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -150,6 +153,9 @@ class Settings:
             fail("ebs_root_volume_size_gb", "EMR accepts 15..100 GiB")
         if not 1 <= self.arrow_max_records_per_batch <= 100000:
             fail("arrow_max_records_per_batch", "must be within 1..100000")
+        for key in ("log_retention_days", "noncurrent_version_days"):
+            if not 1 <= getattr(self, key) <= 3650:
+                fail(key, "must be within 1..3650 days")
         initial = self.core_instance_count + self.task_instance_count
         if not 1 <= self.scaling_min_units <= self.scaling_max_units:
             fail("scaling_min_units", "must be >= 1 and <= scaling_max_units")
