@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Aws, CfnOutput, CfnTag, Fn, Stack, Tags
+from aws_cdk import Aws, CfnOutput, CfnTag, DefaultStackSynthesizer, Fn, Stack, Tags
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_emr as emr
 from aws_cdk import aws_iam as iam
@@ -308,8 +308,9 @@ class ClusterStack(Stack):
             reasons[f"AwsSolutions-IAM5[Action::{action}]"] = (
                 f"{generated}: writes into the project bucket, which is encrypted with the data key only."
             )
-        assets = "arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*"
-        reasons[f"AwsSolutions-IAM5[Resource::{assets}]"] = (
+        qualifier = DefaultStackSynthesizer.DEFAULT_QUALIFIER
+        assets = f"arn:{Aws.PARTITION}:s3:::cdk-{qualifier}-assets-{self.account}-{self.region}/*"
+        reasons[f"AwsSolutions-IAM5[Resource::{finding(self, assets)}]"] = (
             f"{generated}: reads the uploaded asset zips from the CDK bootstrap bucket."
         )
         for handler in handlers:
