@@ -30,6 +30,7 @@ _SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+$")
 _ABS_PATH = re.compile(r"^/[A-Za-z0-9._/\-]+$")
+_FILE_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9._-]+$")
 _PROFILES = ("tf", "onnx")
 
 
@@ -178,6 +179,8 @@ class Settings:
             fail("weights_s3_uri", "weights_s3_uri and weights_sha256 must be given together")
         if self.weights_s3_uri is not None and not _S3_URI.match(self.weights_s3_uri):
             fail("weights_s3_uri", "expected s3://bucket/key")
+        if self.weights_s3_uri is not None and not _FILE_NAME.match(self.weights_s3_uri.rsplit("/", 1)[-1]):
+            fail("weights_s3_uri", "the file name must be letters, digits, '.', '_' or '-' (it names the local copy)")
         if self.weights_sha256 is not None and not _SHA256.match(self.weights_sha256):
             fail("weights_sha256", "expected 64 lowercase hex digits")
         for key in ("weights_dir", "venv_path"):
