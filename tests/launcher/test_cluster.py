@@ -11,7 +11,19 @@ from launcher import deploy as deploying
 from launcher.cli import State
 from launcher.package import build_package
 
-from .conftest import BUCKET, INPUT, LOGS_BUCKET, OUTPUT, FakeClock, Project, error_line, invoke
+from .conftest import (
+    BUCKET,
+    DEFAULT_ACCOUNT_ID,
+    INPUT,
+    LOGS_BUCKET,
+    OUTPUT,
+    REGION,
+    FakeClock,
+    Project,
+    emr_backends,
+    error_line,
+    invoke,
+)
 
 
 def _up(*extra: str, obj: State | None = None):  # type: ignore[no-untyped-def]
@@ -50,8 +62,6 @@ def test_transient_cluster_runs_the_step_from_the_shared_definition(project: Pro
 
 
 def test_transient_with_wait_reports_the_step(project: Project) -> None:
-    from .conftest import DEFAULT_ACCOUNT_ID, REGION, emr_backends
-
     def on_sleep(count: int) -> None:
         for cluster in emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters.values():
             for step in cluster.steps:
