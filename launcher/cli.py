@@ -432,9 +432,12 @@ def _durations(timeout: str | None, poll: str) -> tuple[float | None, float]:
     from launcher.wait import parse_duration
 
     try:
-        return (parse_duration(timeout) if timeout else None), parse_duration(poll)
+        limit, every = (parse_duration(timeout) if timeout else None), parse_duration(poll)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--timeout/--poll") from None
+    if every < 1:
+        raise click.BadParameter("poll at most once a second", param_hint="--poll")
+    return limit, every
 
 
 def _key_value(item: str) -> tuple[str, str]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import io
 
 import pytest
 
-from launcher.cli import State
-from launcher.wait import format_duration, parse_duration
+from launcher.cli import State, _StatusLine
+from launcher.wait import StepStatus, format_duration, parse_duration
 
 from .conftest import LOGS_BUCKET, STACK, FakeClock, Faults, Project, error_line, invoke, make_cluster
 
@@ -212,3 +213,25 @@ def test_bad_durations_are_usage_errors(text: str, fake_credentials: None) -> No
 
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (7, 125, 3723)] == ["7s", "2m05s", "1h02m03s"]
+
+
+def test_poll_faster_than_once_a_second_is_refused(fake_credentials: None) -> None:
+    result = invoke("wait", "s-1", "--cluster-id", "j-1", "--poll", "0s")
+    assert result.exit_code == 2
+    assert "poll at most once a second" in result.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_status_line_rewrites_itself_on_a_terminal() -> None:
+    stream = _Terminal()
+    line = _StatusLine(stream, "s-1")
+    for state, elapsed in (("PENDING", 0.0), ("RUNNING", 15.0), ("RUNNING", 30.0)):
+        line.update(StepStatus(state), elapsed)
+    line.close()
+    out = stream.getvalue()
+    assert out.count("\r") == 3 and out.endswith("\n") and out.count("\n") == 1
+    assert out.split("\r")[-1].split() == ["s-1", "RUNNING", "30s\x1b[K"]
