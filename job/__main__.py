@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 the run failed (OUTPUT untouched), 2 bad arguments or inpu
 from __future__ import annotations
 
 import sys
+import traceback
 
 from job.config import UsageError, from_argv
 
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"featurizer: error: {exc}", file=sys.stderr)
         return 2
+    from job.model import WeightsUnavailable
     from job.pipeline import JobFailed, run
     from job.session import start_spark
 
@@ -36,8 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"featurizer: error: {exc}", file=sys.stderr)
         return 2
-    except JobFailed as exc:
+    except (JobFailed, WeightsUnavailable) as exc:
         print(f"featurizer: run failed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # unexpected (e.g. storage errors): full trace for the logs, one line last
+        traceback.print_exc()
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"featurizer: run failed: {type(exc).__name__}: {first_line[:500]}", file=sys.stderr)
         return 1
     finally:
         spark.stop()

@@ -23,6 +23,10 @@ RANDOM_SEED = 1234
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+class WeightsUnavailable(RuntimeError):
+    """The requested weights could not be obtained (exit code 1, one line)."""
+
+
 @dataclass(frozen=True)
 class WeightsBlob:
     """A Keras weights file as bytes, with what metadata.json records about it."""
@@ -30,7 +34,7 @@ class WeightsBlob:
     data: bytes
     suffix: str  # ".weights.h5" (Keras 3 save_weights) or ".h5" (Keras' distributed *_no_top.h5)
     source: str  # imagenet | random | the path/URI given
-    sha256: str
+    sha256: str  # of the file given by the user; of the weight values for generated blobs
 
     @classmethod
     def of(cls, data: bytes, suffix: str, source: str) -> WeightsBlob:
@@ -74,10 +78,14 @@ def random_model(calibration: np.ndarray, seed: int = RANDOM_SEED):
 
 
 def model_to_blob(model, source: str) -> WeightsBlob:
+    """Serialize a built model; the digest covers the weight values (HDF5 bytes embed timestamps)."""
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.weights.h5"
         model.save_weights(str(path))
-        return WeightsBlob.of(path.read_bytes(), ".weights.h5", source)
+        return WeightsBlob(path.read_bytes(), ".weights.h5", source, digest.hexdigest())
 
 
 def imagenet_blob() -> WeightsBlob:
@@ -85,7 +93,7 @@ def imagenet_blob() -> WeightsBlob:
     try:
         model = build_model(weights="imagenet")
     except Exception as exc:  # Keras raises several types for a failed download
-        raise RuntimeError(
+        raise WeightsUnavailable(
             "could not download the ImageNet weights (no internet on the driver?); "
             "pass --weights PATH_OR_S3_URI of a mobilenet_v2 *_no_top.h5 file instead"
         ) from exc
