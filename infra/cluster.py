@@ -99,7 +99,8 @@ class ClusterStack(Stack):
             "Cluster",
             name=settings.name_prefix,
             release_label=settings.release_label,
-            instances=emr.CfnCluster.JobFlowInstancesConfigProperty(),  # filled from emr_spec below
+            # Filled from emr_spec below; the key name is also typed here because cdk-nag (EMR6) reads it here.
+            instances=emr.CfnCluster.JobFlowInstancesConfigProperty(ec2_key_name=settings.ec2_key_name),
             security_configuration=security.ref,
             service_role=service_role.role_name,
             # The name, not a Ref: hence the explicit dependency below (the known CfnCluster race).
