@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = from_argv(argv)
     except UsageError as exc:
-        print(f"featurizer: error: {exc}", file=sys.stderr)
+        print(f"featurizer: error: {exc}", file=sys.stderr, flush=True)
         return 2
     from job.model import WeightsUnavailable
     from job.pipeline import JobFailed, run
@@ -36,19 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metadata = run(spark, cfg)
     except UsageError as exc:
-        print(f"featurizer: error: {exc}", file=sys.stderr)
+        print(f"featurizer: error: {exc}", file=sys.stderr, flush=True)
         return 2
     except (JobFailed, WeightsUnavailable) as exc:
-        print(f"featurizer: run failed: {exc}", file=sys.stderr)
+        print(f"featurizer: run failed: {exc}", file=sys.stderr, flush=True)
         return 1
     except Exception as exc:  # unexpected (e.g. storage errors): full trace for the logs, one line last
         traceback.print_exc()
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"featurizer: run failed: {type(exc).__name__}: {first_line[:500]}", file=sys.stderr)
+        print(f"featurizer: run failed: {type(exc).__name__}: {first_line[:500]}", file=sys.stderr, flush=True)
         return 1
     finally:
         spark.stop()
-    print(summary(metadata))
+    print(summary(metadata), flush=True)
     return 0
 
 
