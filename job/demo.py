@@ -26,12 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     if images.exists():
         shutil.rmtree(images)
     count = write_dataset(images, per_class=ns.per_class)
-    print(f"demo: wrote {count} synthetic images in 9 class folders under {images}"
+    print(f"demo: wrote {count} synthetic images in 9 class folders under {images}", flush=True)
     from job.__main__ import main as run_job
 
     code = run_job(["--input", str(images), "--output", str(results), "--weights", ns.weights, "--master", ns.master])
     if code == 0:
-        print(f"demo: plot {results / 'explained_variance.png'}; metadata {results / 'metadata.json'}"
+        print(f"demo: plot {results / 'explained_variance.png'}; metadata {results / 'metadata.json'}", flush=True)
     return code
 
 
