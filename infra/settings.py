@@ -86,7 +86,7 @@ class Settings:
     log_retention_days: int = 90
     noncurrent_version_days: int = 30
     # Extra tags on every resource (the EMR managed-policy tag is always added).
-    tags: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         self._validate()

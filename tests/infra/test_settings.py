@@ -84,6 +84,14 @@ def test_bad_values_fail_with_the_key_named(overrides: dict[str, object], messag
     assert message in str(err.value)
 
 
+def test_settings_are_hashable_values() -> None:
+    tagged = load_settings({"tags": {"team": "vision"}})
+    assert hash(tagged) == hash(load_settings({"tags": {"team": "vision"}}))
+    assert tagged != Settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tagged.core_instance_count = 5  # type: ignore[misc]
+
+
 def test_cdk_internal_context_keys_are_ignored() -> None:
     assert Settings.from_context({"@aws-cdk/core:newStyleStackSynthesis": True, "aws:cdk:x": 1}) == Settings()
 
