@@ -377,7 +377,10 @@ class ClusterStack(Stack):
             "ClusterId": (self.cluster.ref, "EMR cluster id (j-...)"),
             "ArtifactsPrefix": (artifacts.s3_uri(bucket_name, artifacts.ARTIFACTS_PREFIX), "Artifacts prefix"),
             "BootstrapScriptUri": (script_uri, "Bootstrap action script the cluster runs"),
-            "ConsoleStepJson": (self.to_json_string(step), "Step definition (aws emr add-steps --steps)"),
+            "ConsoleStepJson": (
+                self.to_json_string([emr_spec.cli_step(step)]),
+                "Steps file for aws emr add-steps --steps",
+            ),
             "ConsoleStepArgs": (
                 Fn.join(" ", step["HadoopJarStep"]["Args"]),
                 "Console 'Add step' > Custom JAR: JAR command-runner.jar, these arguments",

@@ -224,6 +224,21 @@ def spark_step(
     }
 
 
+def cli_step(step: Spec) -> Spec:
+    """The same step in the shape `aws emr add-steps --steps file://...` reads (a CUSTOM_JAR step).
+
+    The EMR API nests Jar/Args under HadoopJarStep; the AWS CLI's shorthand/JSON form does not.
+    """
+    jar = step["HadoopJarStep"]
+    return {
+        "Type": "CUSTOM_JAR",
+        "Name": step["Name"],
+        "ActionOnFailure": step["ActionOnFailure"],
+        "Jar": jar["Jar"],
+        "Args": list(jar["Args"]),
+    }
+
+
 def run_job_flow_request(
     settings: Settings,
     *,

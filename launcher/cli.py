@@ -264,6 +264,7 @@ def submit(state: State, **params: Any) -> None:
     stdout: the step id on the first line, then the step as JSON for `aws emr add-steps --steps file://...`.
     Extra job arguments may follow `--`.
     """
+    from infra import emr_spec
     from launcher import deploy as deploying
     from launcher import submit as submitting
     from launcher.package import build_package
@@ -287,7 +288,7 @@ def submit(state: State, **params: Any) -> None:
     )
     for item in result.deployed:
         click.echo(f"uploaded {item.uri}", err=True)
-    document = json.dumps([submitting.cli_step(result.step)], indent=2)
+    document = json.dumps([emr_spec.cli_step(result.step)], indent=2)
     click.echo(result.step_id)
     click.echo(document)
     if params["step_file"]:

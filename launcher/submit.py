@@ -74,18 +74,6 @@ def spark_step(*, name: str, zip_uri: str, entry_uri: str, args: Sequence[str]) 
     )
 
 
-def cli_step(step: dict[str, Any]) -> dict[str, Any]:
-    """The same step in the form `aws emr add-steps --steps file://...` reads (a CUSTOM_JAR step)."""
-    jar = step["HadoopJarStep"]
-    return {
-        "Type": "CUSTOM_JAR",
-        "Name": step["Name"],
-        "ActionOnFailure": step["ActionOnFailure"],
-        "Jar": jar["Jar"],
-        "Args": list(jar["Args"]),
-    }
-
-
 def check_cluster(aws: Aws, cluster_id: str) -> dict[str, Any]:
     """The cluster description, or ClusterNotUsable when it can no longer run steps."""
     cluster: dict[str, Any] = aws.call("emr", "describe_cluster", ClusterId=cluster_id)["Cluster"]

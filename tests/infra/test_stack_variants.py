@@ -81,8 +81,8 @@ def test_weights_are_staged_readable_and_passed_to_the_step(variant: Synth, clus
             ],
         }
     ]
-    step = json.loads(flat(variant.cluster["Outputs"]["ConsoleStepJson"]["Value"]))
-    assert step["HadoopJarStep"]["Args"][-2:] == ["--weights", "/opt/featurizer/weights/mobilenet_v2_no_top.h5"]
+    [step] = json.loads(flat(variant.cluster["Outputs"]["ConsoleStepJson"]["Value"]))
+    assert step["Args"][-2:] == ["--weights", "/opt/featurizer/weights/mobilenet_v2_no_top.h5"]
 
 
 def test_variant_matches_emr_spec(cluster_props: dict[str, Any]) -> None:

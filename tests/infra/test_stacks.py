@@ -290,12 +290,15 @@ def test_contract_outputs(default_synth: Synth, tmp_path_factory: pytest.TempPat
     assert outputs["BootstrapScriptUri"] == BOOTSTRAP + "install.sh"
     package = build_package(tmp_path_factory.mktemp("package"))
     zip_key, entry_key = artifacts.job_keys(package.digest)
-    assert json.loads(outputs["ConsoleStepJson"]) == emr_spec.spark_step(
+    step = emr_spec.spark_step(
         name="featurize",
         zip_uri=f"s3://{PROJECT_BUCKET}/{zip_key}",
         entry_uri=f"s3://{PROJECT_BUCKET}/{entry_key}",
         job_args=["--input", f"s3://{PROJECT_BUCKET}/raw/", "--output", f"s3://{PROJECT_BUCKET}/results/console-run/"],
     )
+    # The shape `aws emr add-steps --steps file://...` reads: a list of CUSTOM_JAR steps.
+    assert json.loads(outputs["ConsoleStepJson"]) == [emr_spec.cli_step(step)]
+    assert json.loads(outputs["ConsoleStepJson"])[0]["Type"] == "CUSTOM_JAR"
     assert outputs["ConsoleStepArgs"].split(" ")[:3] == ["spark-submit", "--deploy-mode", "cluster"]
     assert outputs["LogUri"] == f"s3://{LOGS_BUCKET}/emr/"
     uploads = [flat(r["Properties"]) for r in resources(default_synth.cluster, "Custom::CDKBucketDeployment")]
