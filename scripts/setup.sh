@@ -19,6 +19,13 @@ if ! command -v java >/dev/null 2>&1; then
 fi
 java -version 2>&1 | head -n 1 | sed 's/^/setup: /' >&2
 
+# --- shellcheck (lints the EMR bootstrap script in the tests; optional elsewhere) -------------
+if ! command -v shellcheck >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  log "installing shellcheck with apt (used by tests/bootstrap)"
+  ( as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null ) \
+    || log "warning: could not install shellcheck; its test will be skipped"
+fi
+
 # --- Python virtualenv ------------------------------------------------------------------------
 PYTHON="${PYTHON:-}"
 if [ -z "$PYTHON" ]; then
