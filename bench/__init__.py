@@ -1,0 +1,1 @@
+"""Benchmark harness for the featurization job (issue 5): `python -m bench.run --n 2000`."""

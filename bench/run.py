@@ -1,0 +1,361 @@
+"""The benchmark (issue 5): raw model vs the job's featurize stage vs the seed's approach, in one run.
+
+    .venv/bin/python -m bench.run [--n 2000] [--scale 4] [--engines tf,onnx] [--seed-n N]
+
+Writes bench/results.json and bench/RESULTS.md (or --out). Every comparison is a ratio of two
+numbers measured in this run on this machine; absolute times are reported, never asserted.
+Images and weights go to a temporary folder (deleted at the end unless --keep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench.dataset import FRUITS, make_image_set, make_weights, source_images
+from bench.procs import TreeSampler
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {
+    "featurize_vs_raw": 0.9,  # job featurize-stage throughput / raw model throughput, >=
+    "speedup_vs_seed": 4.0,  # seed end-to-end / job end-to-end, >=
+    "scaling_4n": 4.2,  # time(4N) / time(N), <=
+    "onnx_vs_tf": 1.8,  # onnx engine featurize throughput / tf engine's, >=
+}
+
+
+def job_layout(cores: int) -> dict[str, int]:
+    """Threads per task and concurrent tasks the job gets on `cores` local cores (its own settings)."""
+    from job.config import JobConfig
+    from job.session import spark_conf
+
+    conf = spark_conf(JobConfig(input="in", output="out", master=f"local[{cores}]"))
+    task_cpus = int(conf.get("spark.task.cpus", "1"))
+    return {
+        "cores": cores,
+        "threads_per_task": task_cpus,
+        "concurrent_tasks": max(1, cores // task_cpus),
+        "batch_size": int(conf["spark.sql.execution.arrow.maxRecordsPerBatch"]),
+    }
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": str(REPO),
+    }
+
+
+def timed_tree(cmd: list[str], log: Path, timeout: float) -> tuple[float, dict, list[str], list[dict]]:
+    """Run `cmd`, sampling its process tree's memory.
+
+    Returns (wall s, peaks at exit, stdout lines, [{"line", "at_s", "peaks"}] for each `RUN ` line:
+    seconds since spawn and memory peaks so far when the line was printed).
+    """
+    start_wall, start = time.time(), time.perf_counter()
+    lines: list[str] = []
+    marks: list[dict] = []
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=err, text=True)
+        with TreeSampler(proc.pid) as sampler:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                if line.startswith("RUN "):
+                    run = json.loads(line[4:])
+                    marks.append({**run, "at_s": run["finished_at"] - start_wall, "peaks": asdict(sampler.peaks)})
+            proc.wait(timeout=timeout)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}; see {log}")
+    return wall, asdict(sampler.peaks), lines, marks
+
+
+def run_raw(engine: str, model: Path, images: Path, threads: int, procs: int, batch: int, seconds: float) -> dict:
+    cmd = [sys.executable, "-m", "bench.raw", "--engine", engine, "--model", str(model), "--images", str(images)]
+    cmd += ["--threads", str(threads), "--procs", str(procs), "--batch-size", str(batch), "--seconds", str(seconds)]
+    out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_job(engine: str, images: Path, n: int, weights: Path, work: Path, cores: int, repeat: int) -> dict:
+    """The job in a fresh process (end-to-end = spawn to the end of its first run), then warm repeats."""
+    output = work / f"job-{engine}-{n}"
+    cmd = [sys.executable, "-m", "bench.job_runner", "--input", str(images), "--output", str(output)]
+    cmd += ["--weights", str(weights), "--master", f"local[{cores}]", "--engine", engine, "--repeat", str(repeat)]
+    _, _, _, marks = timed_tree(cmd, work / f"job-{engine}-{n}.log", timeout=3600)
+    shutil.rmtree(output, ignore_errors=True)
+    cold = marks[0]["metadata"]
+    timings = cold["timings_s"]
+    result = {
+        "engine": engine,
+        "images": n,
+        "wall_s": marks[0]["at_s"],
+        "in_job_s": sum(timings.values()),
+        "timings_s": timings,
+        "featurize_images_per_s": n / timings["featurize"],
+        "counts": cold["counts"],
+        "pca_k": cold["pca_k"],
+        "memory_mib": marks[0]["peaks"],
+    }
+    if len(marks) > 1:
+        warm = marks[-1]["metadata"]
+        result["warm"] = {
+            "timings_s": warm["timings_s"],
+            "featurize_images_per_s": n / warm["timings_s"]["featurize"],
+            "counts": warm["counts"],
+        }
+    return result
+
+
+def run_seed(images: Path, n: int, weights: Path, work: Path, cores: int) -> dict:
+    output = work / f"seed-{n}"
+    cmd = [sys.executable, "-m", "bench.seed_notebook", "--input", str(images), "--output", str(output)]
+    cmd += ["--weights", str(weights), "--master", f"local[{cores}]"]
+    wall, peaks, lines, _ = timed_tree(cmd, work / f"seed-{n}.log", timeout=3600)
+    report = json.loads(next(line for line in lines if line.startswith("SEED_REPORT "))[12:])
+    shutil.rmtree(output, ignore_errors=True)
+    return {"images": n, "wall_s": wall, **report, "memory_mib": peaks}
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), platform.processor())
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kib = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def busy_processes(exclude: int) -> list[str]:
+    """Other processes using CPU right now (what else was running), from `ps`."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid,pcpu,comm,args", "--sort=-pcpu"], capture_output=True, text=True)
+    busy = []
+    for line in out.stdout.splitlines()[1:]:
+        parts = line.split(None, 4)
+        if len(parts) == 5 and float(parts[2]) >= 5.0 and int(parts[0]) != exclude and int(parts[1]) != exclude:
+            busy.append(f"{parts[2]}% {parts[4][:100]}")
+    return busy
+
+
+def ratios(results: dict) -> dict:
+    """The issue's targets as ratios of numbers from this run."""
+    raw = {e: max(r["images_per_s"] for r in rs) for e, rs in results["raw"].items()}
+    jobs = {(j["engine"], j["images"]): j for j in results["jobs"]}
+    n, big = results["config"]["n"], results["config"]["n"] * results["config"]["scale"]
+    out: dict[str, dict] = {}
+    for engine in results["config"]["engines"]:
+        entry: dict[str, float] = {}
+        if (engine, n) in jobs:
+            entry["featurize_vs_raw"] = jobs[engine, n]["featurize_images_per_s"] / raw[engine]
+            if "warm" in jobs[engine, n]:
+                entry["featurize_vs_raw_warm"] = jobs[engine, n]["warm"]["featurize_images_per_s"] / raw[engine]
+        if (engine, big) in jobs and (engine, n) in jobs:
+            entry["scaling_4n_wall"] = jobs[engine, big]["wall_s"] / jobs[engine, n]["wall_s"]
+            entry["scaling_4n_in_job"] = jobs[engine, big]["in_job_s"] / jobs[engine, n]["in_job_s"]
+        seed = results.get("seed")
+        if seed and (engine, seed["images"]) in jobs:
+            entry["speedup_vs_seed"] = seed["wall_s"] / jobs[engine, seed["images"]]["wall_s"]
+        out[engine] = entry
+    if ("tf", n) in jobs and ("onnx", n) in jobs:
+        out["onnx_vs_tf"] = {
+            "featurize": jobs["onnx", n]["featurize_images_per_s"] / jobs["tf", n]["featurize_images_per_s"],
+            "raw": raw["onnx"] / raw["tf"],
+        }
+    return out
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Benchmark the featurization job (issue 5).")
+    p.add_argument("--n", type=int, default=2000, help="images in the base run (N)")
+    p.add_argument("--scale", type=int, default=4, help="the scaling run uses N * scale images")
+    p.add_argument("--engines", default="tf,onnx", help="comma-separated job engines")
+    p.add_argument("--seed-n", type=int, default=None, help="images for the seed approach (default N; 0 = skip)")
+    p.add_argument("--raw-seconds", type=float, default=15.0, help="measurement window of the raw throughput")
+    p.add_argument("--cores", type=int, default=os.cpu_count(), help="local[cores] for the job and the seed")
+    p.add_argument("--out", type=Path, default=REPO / "bench", help="folder for results.json and RESULTS.md")
+    p.add_argument("--keep", action="store_true", help="keep the temporary images, weights and logs")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    seed_n = args.n if args.seed_n is None else args.seed_n
+    work = Path(tempfile.mkdtemp(prefix="featurizer-bench-"))
+    started = time.time()
+    try:
+        results = _run(args, engines, seed_n, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results["total_bench_s"] = time.time() - started
+    results["ratios"] = ratios(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    (args.out / "RESULTS.md").write_text(markdown(results))
+    print(markdown(results))
+    return results
+
+
+def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) -> dict:
+    layout = job_layout(args.cores)
+    sources = source_images()
+    weights = make_weights(work / "weights" / "mobilenet_v2_calibrated.weights.h5", sources)
+    sizes = [args.n, args.n * args.scale]
+    sets = {n: make_image_set(work / f"images-{n}", n, sources) for n in sorted({*sizes, seed_n} - {0})}
+    models = {"tf": weights}
+    if "onnx" in engines:
+        from job.onnx_engine import keras_weights_to_onnx
+
+        models["onnx"] = work / "model.onnx"
+        models["onnx"].write_bytes(keras_weights_to_onnx(weights.read_bytes(), ".weights.h5"))
+    results: dict = {
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "load_before": os.getloadavg(),
+        "busy_before": busy_processes(os.getpid()),
+        "config": {"n": args.n, "scale": args.scale, "engines": engines, "seed_n": seed_n, "layout": layout},
+        "raw": {},
+        "jobs": [],
+    }
+    from job.pipeline import library_versions
+
+    results["versions"] = library_versions()
+    # Raw: the job's own layout (concurrent tasks x threads), and all cores in one process.
+    shapes = {(layout["concurrent_tasks"], layout["threads_per_task"]), (1, args.cores)}
+    for engine in engines:
+        results["raw"][engine] = [
+            run_raw(engine, models[engine], FRUITS, threads, procs, layout["batch_size"], args.raw_seconds)
+            for procs, threads in sorted(shapes, reverse=True)
+        ]
+    for engine in engines:
+        for n in sizes:
+            repeat = 2 if n == args.n else 1  # warm repeat at N only: it costs a second featurization
+            results["jobs"].append(run_job(engine, sets[n], n, weights, work, args.cores, repeat))
+    if seed_n:
+        results["seed"] = run_seed(sets[seed_n], seed_n, weights, work, args.cores)
+    results["load_after"] = os.getloadavg()
+    results["busy_after"] = busy_processes(os.getpid())
+    return results
+
+
+def _verdict(value: float | None, target: float, at_least: bool) -> str:
+    if value is None:
+        return "not measured"
+    met = value >= target if at_least else value <= target
+    return f"{value:.2f} ({'met' if met else 'NOT met'}; target {'>=' if at_least else '<='} {target})"
+
+
+def markdown(r: dict) -> str:
+    m, cfg, layout = r["machine"], r["config"], r["config"]["layout"]
+    n, big = cfg["n"], cfg["n"] * cfg["scale"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, Python {m['python']}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(r["versions"].items())) + ".",
+        f"Run started {r['started']}, took {r.get('total_bench_s', 0):.0f} s. Load average before "
+        f"{', '.join(f'{x:.2f}' for x in r['load_before'])}; after {', '.join(f'{x:.2f}' for x in r['load_after'])}.",
+        "Other busy processes before: " + ("; ".join(r["busy_before"]) or "none") + ".",
+        "Other busy processes after: " + ("; ".join(r["busy_after"]) or "none") + ".",
+        "",
+        f"Job layout: local[{layout['cores']}], {layout['concurrent_tasks']} concurrent tasks x "
+        f"{layout['threads_per_task']} inference thread(s), batch {layout['batch_size']}. Images: the 750 "
+        "Fruits-360 test JPEGs repeated under distinct paths; weights: seeded random MobileNetV2, "
+        "BatchNorm calibrated.",
+        "",
+        "## Raw model throughput (preprocessed 224x224 batches, after warm-up)",
+        "",
+        "| engine | processes x threads | images/s |",
+        "|---|---|---|",
+    ]
+    for engine, runs in r["raw"].items():
+        lines += [f"| {engine} | {x['procs']} x {x['threads']} | {x['images_per_s']:.1f} |" for x in runs]
+    lines += [
+        "",
+        "## Job runs (`bench/job_runner.py`: the job as `python -m job` runs it, a fresh process each)",
+        "",
+        "End-to-end: from spawning the process to the end of its first run (JVM start-up included). "
+        "Featurize: the job's own `timings_s.featurize` (decode + Arrow + inference + staging write, model "
+        "start-up in fresh workers included). Warm: a second run in the same session, workers and model reused. "
+        "Memory: peaks during the first run (driver python = the job's process; JVM = driver and executor in "
+        "local mode; workers = the PySpark Python workers, total as PSS).",
+        "",
+        "| engine | images | featurize img/s | featurize s | warm featurize img/s | end-to-end s (wall) | in-job s "
+        "| model processed | driver python MiB | JVM MiB | worker max MiB | workers PSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for j in r["jobs"]:
+        mem = j["memory_mib"]
+        warm = f"{j['warm']['featurize_images_per_s']:.1f}" if "warm" in j else "-"
+        lines.append(
+            f"| {j['engine']} | {j['images']} | {j['featurize_images_per_s']:.1f} | {j['timings_s']['featurize']:.1f} "
+            f"| {warm} "
+            f"| {j['wall_s']:.1f} | {j['in_job_s']:.1f} | {j['counts']['model_processed']} | "
+            f"{mem['driver_python_mib']:.0f} | {mem['jvm_mib']:.0f} | {mem['worker_max_mib']:.0f} | "
+            f"{mem['workers_total_pss_mib']:.0f} |"
+        )
+    seed = r.get("seed")
+    if seed:
+        t = seed["timings_s"]
+        mem = seed["memory_mib"]
+        lines += [
+            "",
+            "## The seed notebook's approach (`bench/seed_notebook.py`)",
+            "",
+            f"{seed['images']} images: end-to-end {seed['wall_s']:.1f} s (first() {t['first']:.1f} s, "
+            f"fit k={seed['first_k']} {t['fit_k_all']:.1f} s, fit k={seed['k']} {t['fit_k']:.1f} s, "
+            f"write {t['write']:.1f} s); model processed {seed['model_processed']} images "
+            f"({seed['model_processed'] / seed['images']:.1f} x the image count); driver python "
+            f"{mem['driver_python_mib']:.0f} MiB, JVM {mem['jvm_mib']:.0f} MiB, "
+            f"worker max {mem['worker_max_mib']:.0f} MiB.",
+        ]
+    lines += ["", "## Targets (ratios within this run)", ""]
+    ratio = r.get("ratios", {})
+    for engine in cfg["engines"]:
+        e = ratio.get(engine, {})
+        scale_target = TARGETS["scaling_4n"]
+        lines += [
+            f"- {engine}: featurize / raw at N={n}: "
+            f"{_verdict(e.get('featurize_vs_raw'), TARGETS['featurize_vs_raw'], True)}; warm workers (model "
+            f"already built, a second run in the same session): "
+            f"{_verdict(e.get('featurize_vs_raw_warm'), TARGETS['featurize_vs_raw'], True)}",
+            f"- {engine}: seed end-to-end / job end-to-end at {cfg['seed_n']} images: "
+            f"{_verdict(e.get('speedup_vs_seed'), TARGETS['speedup_vs_seed'], True)}",
+            f"- {engine}: time({big}) / time({n}), wall: {_verdict(e.get('scaling_4n_wall'), scale_target, False)}"
+            f"; in-job (no JVM start-up): {_verdict(e.get('scaling_4n_in_job'), scale_target, False)}",
+        ]
+    if "onnx_vs_tf" in ratio:
+        o = ratio["onnx_vs_tf"]
+        lines.append(
+            f"- onnx / tf featurize throughput at N={n}: {_verdict(o['featurize'], TARGETS['onnx_vs_tf'], True)} "
+            f"(raw engines alone: {o['raw']:.2f})"
+        )
+    counts_ok = all(
+        j["counts"]["model_processed"] == j["images"] and j.get("warm", j)["counts"]["model_processed"] == j["images"]
+        for j in r["jobs"]
+    )
+    lines += [f"- model processed == image count in every job run: {'yes' if counts_ok else 'NO'}", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

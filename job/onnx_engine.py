@@ -1,0 +1,70 @@
+"""The ONNX Runtime engine: the exact Keras model converted once on the driver, run without TensorFlow.
+
+The driver builds the job's Keras model from the weights file and converts the same traced
+function the TensorFlow engine runs (`model(x, training=False)`, batch dimension None) with
+tf2onnx. Executors receive the ONNX bytes once (a broadcast) and only import onnxruntime, so
+a node running this engine needs no TensorFlow at all (the bootstrap's lighter "onnx" profile).
+This module imports neither TensorFlow nor Keras at import time: only the driver-side
+converter does, lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from job.decode import IMAGE_SIZE
+
+# Opset 17: supported by tf2onnx 1.17 and every onnxruntime 1.x we pin; ops are plain conv/BN/relu6.
+OPSET = 17
+INPUT_NAME = "images"
+
+
+def keras_weights_to_onnx(weights_bytes: bytes, suffix: str) -> bytes:
+    """Driver side: build the job's Keras model from a weights file and return it as ONNX bytes.
+
+    tf2onnx's `from_keras` depends on Keras internals that changed in Keras 3, so the model is
+    converted through an explicit `tf.function` (the one `job.model.tf_predictor` traces).
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    from job.model import load_model
+
+    model = load_model(weights_bytes, suffix)
+    signature = [tf.TensorSpec([None, *IMAGE_SIZE, 3], tf.float32, name=INPUT_NAME)]
+
+    @tf.function(input_signature=signature)
+    def infer(images):
+        return model(images, training=False)
+
+    proto, _ = tf2onnx.convert.from_function(infer, input_signature=signature, opset=OPSET)
+    return proto.SerializeToString()
+
+
+def onnx_predictor(onnx_bytes: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Executor side: an onnxruntime session; float32 (n, 224, 224, 3) -> float32 (n, 1280).
+
+    intra-op threads = `threads` (when > 0) and one inter-op thread, so concurrent tasks on one
+    executor do not oversubscribe its cores; spinning is off so idle pool threads do not steal
+    the CPU that JPEG decoding between two model calls needs.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    output_name = session.get_outputs()[0].name
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(batch, dtype=np.float32)
+        return session.run([output_name], {input_name: images})[0].astype(np.float32, copy=False)
+
+    return predict

@@ -1,0 +1,67 @@
+"""Smoke test of the benchmark harness on a handful of images (structure and counts, no timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.dataset import make_image_set, source_images
+from bench.procs import TreeSampler
+from bench.run import main
+from tests.conftest import fruit_images
+
+
+def test_image_set_repeats_the_sources_under_distinct_paths(tmp_path: Path) -> None:
+    fruit_images()  # skip when the shared images are absent
+    sources = source_images()
+    n = len(sources) + 7
+    root = make_image_set(tmp_path / "set", n, sources)
+    files = sorted(root.rglob("*.jpg"))
+    assert len(files) == n
+    assert {f.parent.name for f in files} == {p.parent.name for p in sources}
+    assert not (root.resolve().is_relative_to(Path(__file__).resolve().parents[2]))  # never inside the repo
+    repeated = root / sources[3].parent.name / f"r001_{sources[3].name}"
+    assert repeated.read_bytes() == sources[3].read_bytes()
+
+
+def test_tree_sampler_sees_the_process_memory() -> None:
+    code = "import time; x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096]); time.sleep(1.5)"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    with TreeSampler(proc.pid, interval=0.1) as sampler:
+        proc.wait(timeout=60)
+    assert sampler.peaks.samples >= 3
+    assert 300 <= sampler.peaks.driver_python_mib < 600
+    assert sampler.peaks.jvm_mib == 0 and sampler.peaks.workers_max_count == 0
+
+
+@pytest.mark.slow
+def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
+    fruit_images()
+    args = ["--n", "6", "--scale", "2", "--engines", "onnx", "--seed-n", "0", "--raw-seconds", "1"]
+    results = main([*args, "--out", str(tmp_path)])
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["config"] == results["config"]
+    assert [(j["engine"], j["images"]) for j in on_disk["jobs"]] == [("onnx", 6), ("onnx", 12)]
+    for job in on_disk["jobs"]:
+        assert job["counts"]["model_processed"] == job["images"] == job["counts"]["featurized"]
+        assert job["featurize_images_per_s"] > 0 and job["wall_s"] > job["timings_s"]["featurize"]
+        assert job["memory_mib"]["jvm_mib"] > 0 and job["memory_mib"]["workers_max_count"] >= 1
+    assert on_disk["jobs"][0]["warm"]["counts"]["model_processed"] == 6
+    layout = on_disk["config"]["layout"]
+    shapes = {(r["procs"], r["threads"]) for r in on_disk["raw"]["onnx"]}
+    assert (layout["concurrent_tasks"], layout["threads_per_task"]) in shapes
+    assert all(r["images_per_s"] > 0 for r in on_disk["raw"]["onnx"])
+    assert set(on_disk["ratios"]["onnx"]) == {
+        "featurize_vs_raw",
+        "featurize_vs_raw_warm",
+        "scaling_4n_wall",
+        "scaling_4n_in_job",
+    }
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "## Raw model throughput" in report and "## Job runs" in report and "## Targets" in report
+    assert "model processed == image count in every job run: yes" in report
+    assert "seed notebook" not in report  # skipped with --seed-n 0

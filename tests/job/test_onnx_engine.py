@@ -1,0 +1,130 @@
+"""The ONNX Runtime engine: same features as the TensorFlow engine, and no TensorFlow on executors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from job.config import JobConfig
+from job.decode import decode_batch
+from job.pipeline import run
+from tests.conftest import REPO, fruit_images
+
+pytestmark = pytest.mark.slow
+HEAVY = ("tensorflow", "keras", "tf2onnx", "tf_keras")
+
+
+def assert_close_to_tf(ours: np.ndarray, tf_features: np.ndarray) -> None:
+    """Within 1e-4 relative: element-wise, and as the largest error over the largest feature."""
+    assert float(np.abs(tf_features).mean()) > 1e-3  # calibrated weights: not degenerate
+    np.testing.assert_allclose(ours, tf_features, rtol=1e-4, atol=1e-5)
+    assert float(np.abs(ours - tf_features).max() / np.abs(tf_features).max()) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def onnx_bytes(weights_file: Path) -> bytes:
+    from job.onnx_engine import keras_weights_to_onnx
+
+    return keras_weights_to_onnx(weights_file.read_bytes(), ".weights.h5")
+
+
+@pytest.fixture(scope="module")
+def sample() -> list[Path]:
+    return fruit_images()[::19]  # 40 images across the 30 classes
+
+
+def test_onnx_predictor_equals_the_tf_engine(weights_file: Path, onnx_bytes: bytes, sample: list[Path]) -> None:
+    from job.model import load_model, tf_predictor
+    from job.onnx_engine import onnx_predictor
+
+    batch, valid, _ = decode_batch([p.read_bytes() for p in sample])
+    assert len(valid) == len(sample)
+    expected = tf_predictor(load_model(weights_file.read_bytes(), ".weights.h5"))(batch)
+    predict = onnx_predictor(onnx_bytes, threads=1)
+    ours = predict(batch)
+    assert ours.dtype == np.float32 and ours.shape == (len(sample), 1280)
+    assert_close_to_tf(ours, expected)
+    # The batch dimension is dynamic: a short last batch gives the same rows.
+    np.testing.assert_allclose(predict(batch[:3]), ours[:3], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def small_input(sample: list[Path], tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("onnx") / "in"
+    for src in sample:
+        dest = root / src.parent.name / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+    return root
+
+
+def test_job_with_onnx_engine_equals_tf_engine(spark, small_input: Path, weights_file: Path, tmp_path: Path) -> None:
+    features: dict[str, pd.DataFrame] = {}
+    for engine in ("tf", "onnx"):
+        out = tmp_path / engine
+        cfg = JobConfig(input=str(small_input), output=str(out), weights=str(weights_file), engine=engine, k=5)
+        metadata = run(spark, cfg)
+        assert metadata["engine"] == engine
+        assert metadata["counts"] == {"listed": 40, "featurized": 40, "rejected": 0, "model_processed": 40}
+        features[engine] = pq.read_table(out / "features").to_pandas().sort_values("path").reset_index(drop=True)
+    assert list(features["onnx"]["path"]) == list(features["tf"]["path"])
+    assert list(features["onnx"]["label"]) == list(features["tf"]["label"])
+    assert_close_to_tf(np.stack(features["onnx"]["features"]), np.stack(features["tf"]["features"]))
+
+
+EXECUTOR = """
+import json, sys
+from types import SimpleNamespace
+import pandas as pd
+from job.featurize import EngineSpec, featurize_batch, worker_predictor
+engine, model, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+blob = SimpleNamespace(value=open(model, "rb").read())  # what the broadcast holds
+suffix = ".onnx" if engine == "onnx" else ".weights.h5"
+spec = EngineSpec(engine=engine, blob=blob, suffix=suffix, digest="test", threads=1)
+pdf = pd.DataFrame({"path": paths, "label": ["x"] * len(paths), "content": [open(p, "rb").read() for p in paths]})
+out, n = featurize_batch(pdf, worker_predictor(spec))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in @HEAVY@)
+print(json.dumps({"n": n, "features": [v.tolist() for v in out["features"]], "heavy": heavy}))
+""".replace("@HEAVY@", repr(HEAVY))
+
+
+@pytest.mark.parametrize("engine", ["onnx", "tf"])
+def test_executor_imports_tensorflow_only_for_the_tf_engine(
+    engine: str, onnx_bytes: bytes, weights_file: Path, sample: list[Path], tmp_path: Path
+) -> None:
+    """The executor's code path (worker_predictor + featurize_batch) in a fresh interpreter.
+
+    The tf engine is the control: it must show tensorflow in sys.modules, so the check can fail.
+    """
+    model = tmp_path / "model.onnx"
+    model.write_bytes(onnx_bytes)
+    images = [str(p) for p in sample[:5]]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-c", EXECUTOR, engine, str(model if engine == "onnx" else weights_file), *images],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["n"] == 5 and {len(v) for v in result["features"]} == {1280}
+    if engine == "onnx":
+        assert result["heavy"] == []
+    else:
+        assert "tensorflow" in result["heavy"]
+    from job.onnx_engine import onnx_predictor
+
+    batch, _, _ = decode_batch([Path(p).read_bytes() for p in images])
+    assert_close_to_tf(np.asarray(result["features"], dtype=np.float32), onnx_predictor(onnx_bytes, 1)(batch))
