@@ -26,8 +26,9 @@ def spark_conf(cfg: JobConfig) -> dict[str, str]:
         # Keep Python workers (and the model cached in them) alive across tasks.
         "spark.python.worker.reuse": "true",
         # One core per task and one inference thread per Python worker (--threads N reserves N
-        # cores per task): measured here, 2 workers x 1 thread beat 1 worker x 2 threads for both
-        # engines, and untuned TF threads in concurrent workers oversubscribe the cores.
+        # cores per task). Measured on 2 cores (bench/RESULTS.md): 2 workers x 1 thread beat
+        # 1 worker x 2 threads for TensorFlow (91 vs 78 img/s), equal within noise for ONNX Runtime;
+        # and untuned TF threads in concurrent workers oversubscribe the cores.
         "spark.task.cpus": str(max(cfg.threads, 1)),
         # binaryFile packs files into partitions by bytes + open cost: small images are costed at
         # OPEN_COST_BYTES, so a partition holds ~BATCHES_PER_PARTITION full model batches of them
