@@ -17,7 +17,10 @@ from pyspark.sql import DataFrame
 
 from job.decode import decode_batch
 
-STAGED_SCHEMA = "path string, label string, features array<float>, error string"
+# Features are staged as raw little-endian float32 bytes: the JVM copies a binary value, where an
+# array<float> costs it 1280 element writes per image (measured: ~20 % of a 2-core machine's CPU).
+STAGED_SCHEMA = "path string, label string, features binary, error string"
+FEATURE_DTYPE = np.dtype("<f4")
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
@@ -52,9 +55,9 @@ def worker_predictor(spec: EngineSpec) -> Predictor:
 
 
 def featurize_batch(pdf: pd.DataFrame, predict: Predictor) -> tuple[pd.DataFrame, int]:
-    """Decode and featurize one batch; return (path, label, features, error) rows, model calls."""
+    """Decode and featurize one batch; return (path, label, features bytes, error) rows, model calls."""
     images, valid, reasons = decode_batch(list(pdf["content"]))
-    features: list[np.ndarray | None] = [None] * len(pdf)
+    features: list[bytes | None] = [None] * len(pdf)
     if valid:
         out = np.asarray(predict(images), dtype=np.float32)
         for row, vector in zip(valid, out, strict=True):
@@ -63,7 +66,7 @@ def featurize_batch(pdf: pd.DataFrame, predict: Predictor) -> tuple[pd.DataFrame
             elif not np.any(vector):
                 reasons[row] = "model produced an all-zero feature vector"
             else:
-                features[row] = vector
+                features[row] = vector.astype(FEATURE_DTYPE, copy=False).tobytes()
     result = pd.DataFrame(
         {
             "path": pdf["path"].to_numpy(),
@@ -87,3 +90,8 @@ def featurize(images: DataFrame, spec: EngineSpec, batch_size: int, processed: A
                 yield out
 
     return images.mapInPandas(run, schema=STAGED_SCHEMA)
+
+
+def unpack(features: bytes) -> np.ndarray:
+    """A staged feature vector back to float32."""
+    return np.frombuffer(features, dtype=FEATURE_DTYPE)

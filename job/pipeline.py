@@ -81,12 +81,10 @@ def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsB
 def account(listing: Listing, staged: DataFrame, spark: SparkSession) -> DataFrame:
     """Rejected rows for listed files that Spark did not return (zero bytes, hidden names)."""
     read_paths = {row.path for row in staged.select("path").collect()}
-    unexpected = read_paths - listing.files.keys()
+    unexpected = read_paths - listing.files
     if unexpected:
         raise JobFailed(f"input changed during the run: {len(unexpected)} new file(s), e.g. {min(unexpected)}")
-    skipped = [
-        (path, skipped_reason(path, size)) for path, size in sorted(listing.files.items()) if path not in read_paths
-    ]
+    skipped = [(path, skipped_reason(spark, path)) for path in sorted(listing.files - read_paths)]
     return spark.createDataFrame(skipped, schema=write.REJECTED_SCHEMA)
 
 

@@ -19,6 +19,8 @@ from pyspark.mllib.linalg.distributed import RowMatrix
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.storagelevel import StorageLevel
 
+from job.featurize import unpack
+
 
 @dataclass(frozen=True)
 class Standardized:
@@ -50,8 +52,8 @@ def standardize_stats(mean: np.ndarray, covariance: np.ndarray, count: int) -> S
 
 
 def covariance_stats(spark: SparkSession, features: DataFrame) -> Standardized:
-    """Mean and covariance of the `features` column with Spark's RowMatrix (distributed)."""
-    rows = features.select("features").rdd.map(lambda r: Vectors.dense(r[0]))
+    """Mean and covariance of the staged `features` (float32 bytes) with Spark's RowMatrix (distributed)."""
+    rows = features.select("features").rdd.map(lambda r: Vectors.dense(unpack(r[0])))
     rows.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         matrix = RowMatrix(rows)
@@ -94,15 +96,16 @@ def project_batch(vectors: np.ndarray, pca: Pca) -> np.ndarray:
 
 
 def project(spark: SparkSession, features: DataFrame, pca: Pca) -> DataFrame:
-    """Add `pca_features` (array<double>, k) on the executors; the matrices are broadcast once."""
+    """Staged rows -> (path, label, features array<float>, pca_features array<double> k), on the executors."""
     model = spark.sparkContext.broadcast(pca)
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             if len(pdf) == 0:
                 continue
-            vectors = np.stack(pdf["features"].to_numpy()).astype(np.float64)
-            yield pdf.assign(pca_features=list(project_batch(vectors, model.value)))
+            vectors = np.stack([unpack(b) for b in pdf["features"]])
+            pca_features = project_batch(vectors.astype(np.float64), model.value)
+            yield pdf.assign(features=list(vectors), pca_features=list(pca_features))
 
     schema = "path string, label string, features array<float>, pca_features array<double>"
     return features.select("path", "label", "features").mapInPandas(run, schema=schema)

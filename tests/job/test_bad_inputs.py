@@ -74,7 +74,6 @@ def build_corpus(root: Path) -> tuple[set[str], dict[str, str]]:
         "truncated.jpg": "corrupt or truncated",
         "random.jpg": "not an image",
         "text.jpg": "not an image",
-        ".hidden.jpg": "hidden file name",
     }
     return ok, rejected
 
@@ -91,6 +90,7 @@ def test_every_input_is_featurized_or_rejected_with_its_reason(spark, weights_fi
     rejected_reasons = {p.rsplit("/", 1)[-1]: r for p, r in zip(rejected["path"], rejected["reason"], strict=True)}
 
     assert featurized_names == ok
+    assert ".hidden.jpg" not in rejected_reasons  # hidden by Hadoop convention: not an input
     assert set(rejected_reasons) == set(expected_rejected)
     for name, prefix in expected_rejected.items():
         assert rejected_reasons[name].startswith(prefix), (name, rejected_reasons[name])

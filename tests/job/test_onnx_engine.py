@@ -85,7 +85,7 @@ EXECUTOR = """
 import json, sys
 from types import SimpleNamespace
 import pandas as pd
-from job.featurize import EngineSpec, featurize_batch, worker_predictor
+from job.featurize import EngineSpec, featurize_batch, unpack, worker_predictor
 engine, model, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
 blob = SimpleNamespace(value=open(model, "rb").read())  # what the broadcast holds
 suffix = ".onnx" if engine == "onnx" else ".weights.h5"
@@ -93,7 +93,7 @@ spec = EngineSpec(engine=engine, blob=blob, suffix=suffix, digest="test", thread
 pdf = pd.DataFrame({"path": paths, "label": ["x"] * len(paths), "content": [open(p, "rb").read() for p in paths]})
 out, n = featurize_batch(pdf, worker_predictor(spec))
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in @HEAVY@)
-print(json.dumps({"n": n, "features": [v.tolist() for v in out["features"]], "heavy": heavy}))
+print(json.dumps({"n": n, "features": [unpack(v).tolist() for v in out["features"]], "heavy": heavy}))
 """.replace("@HEAVY@", repr(HEAVY))
 
 

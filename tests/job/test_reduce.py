@@ -69,7 +69,7 @@ def test_constant_features_only_is_an_error() -> None:
 @pytest.mark.slow
 def test_spark_covariance_matches_numpy(spark) -> None:
     x = correlated(n=240, d=30, seed=3).astype(np.float32)
-    df = spark.createDataFrame([(row.tolist(),) for row in x], "features array<float>").repartition(4)
+    df = spark.createDataFrame([(row.astype("<f4").tobytes(),) for row in x], "features binary").repartition(4)
     stats = covariance_stats(spark, df)
     reference = stats_of(x.astype(np.float64))
     assert stats.count == 240
