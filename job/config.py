@@ -56,6 +56,8 @@ class JobConfig:
             raise UsageError("--glob must not be empty")
         if not self.weights:
             raise UsageError("--weights must be imagenet, random, or a path/URI to a weights file")
+        if self.weights.lower().endswith(".onnx") and self.engine != "onnx":
+            raise UsageError("an .onnx model needs --engine onnx")
 
     @property
     def weights_is_file(self) -> bool:

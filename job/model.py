@@ -115,7 +115,11 @@ def _preprocess_pil(img) -> np.ndarray:
 
 
 def file_suffix(uri: str) -> str:
-    return ".weights.h5" if uri.endswith(".weights.h5") else ".h5"
+    """.weights.h5 (Keras 3), .onnx (a model exported by `python -m job.onnx_engine`), else legacy .h5."""
+    for suffix in (".weights.h5", ".onnx"):
+        if uri.lower().endswith(suffix):
+            return suffix
+    return ".h5"
 
 
 def load_model(blob_data: bytes, suffix: str):

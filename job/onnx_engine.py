@@ -68,3 +68,32 @@ def onnx_predictor(onnx_bytes: bytes, threads: int) -> Callable[[np.ndarray], np
         return session.run([output_name], {input_name: images})[0].astype(np.float32, copy=False)
 
     return predict
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m job.onnx_engine --weights FILE --out model.onnx`: export once, where TensorFlow is.
+
+    A cluster built with the bootstrap's light "onnx" profile has no TensorFlow, so its driver
+    cannot convert: give the job `--engine onnx --weights s3://.../model.onnx` exported here.
+    """
+    import argparse
+    from pathlib import Path
+
+    from job.model import file_suffix
+
+    parser = argparse.ArgumentParser(prog="python -m job.onnx_engine", description=main.__doc__)
+    parser.add_argument("--weights", required=True, help="MobileNetV2 no-top weights (.h5 / .weights.h5)")
+    parser.add_argument("--out", required=True, help="where to write the .onnx model")
+    ns = parser.parse_args(argv)
+    source, out = Path(ns.weights), Path(ns.out)
+    if not source.is_file():
+        parser.error(f"weights file not found: {source}")
+    if not out.name.endswith(".onnx"):
+        parser.error("--out must end with .onnx")
+    out.write_bytes(keras_weights_to_onnx(source.read_bytes(), file_suffix(source.name)))
+    print(f"wrote {out} ({out.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

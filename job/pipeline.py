@@ -69,7 +69,7 @@ def read_binary(spark: SparkSession, uri: str) -> bytes:
 
 def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsBlob) -> EngineSpec:
     data, suffix = weights.data, weights.suffix
-    if cfg.engine == "onnx":
+    if cfg.engine == "onnx" and suffix != ".onnx":  # a Keras file: convert once, here (needs TensorFlow)
         from job.onnx_engine import keras_weights_to_onnx
 
         data, suffix = keras_weights_to_onnx(weights.data, weights.suffix), ".onnx"
@@ -79,7 +79,7 @@ def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsB
 
 
 def account(listing: Listing, staged: DataFrame, spark: SparkSession) -> DataFrame:
-    """Rejected rows for listed files that Spark did not return (zero bytes, hidden names)."""
+    """Rejected rows for listed files that Spark's scan did not return (zero bytes, or changed meanwhile)."""
     read_paths = {row.path for row in staged.select("path").collect()}
     unexpected = read_paths - listing.files
     if unexpected:

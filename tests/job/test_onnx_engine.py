@@ -128,3 +128,35 @@ def test_executor_imports_tensorflow_only_for_the_tf_engine(
 
     batch, _, _ = decode_batch([Path(p).read_bytes() for p in images])
     assert_close_to_tf(np.asarray(result["features"], dtype=np.float32), onnx_predictor(onnx_bytes, 1)(batch))
+
+
+def test_exported_onnx_model_runs_without_conversion(
+    spark, small_input: Path, weights_file: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """For clusters without TensorFlow: export once, then the job only reads the .onnx bytes."""
+    from job import onnx_engine
+
+    model = tmp_path / "mobilenet_v2.onnx"
+    assert onnx_engine.main(["--weights", str(weights_file), "--out", str(model)]) == 0
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("an exported .onnx model must not be converted again")
+
+    monkeypatch.setattr(onnx_engine, "keras_weights_to_onnx", no_conversion)
+    outputs = {}
+    for engine, weights in (("onnx", model), ("tf", weights_file)):
+        out = tmp_path / f"out-{engine}"
+        metadata = run(
+            spark, JobConfig(input=str(small_input), output=str(out), weights=str(weights), engine=engine, k=3)
+        )
+        assert metadata["counts"]["model_processed"] == 40
+        outputs[engine] = pq.read_table(out / "features").to_pandas().sort_values("path").reset_index(drop=True)
+    assert metadata["weights"]["source"] == str(weights_file)
+    assert_close_to_tf(np.stack(outputs["onnx"]["features"]), np.stack(outputs["tf"]["features"]))
+
+
+def test_onnx_model_needs_the_onnx_engine() -> None:
+    from job.config import UsageError
+
+    with pytest.raises(UsageError, match="needs --engine onnx"):
+        JobConfig(input="in", output="out", weights="s3://b/m.onnx", engine="tf")
