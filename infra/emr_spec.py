@@ -202,6 +202,8 @@ def job_args(settings: Settings, *, input_uri: str, output_uri: str) -> list[str
     args = ["--input", input_uri, "--output", output_uri]
     if settings.weights_local_path is not None:
         args += ["--weights", settings.weights_local_path]
+    if settings.bootstrap_profile == "onnx":
+        args += ["--engine", "onnx"]  # the light profile has onnxruntime and no TensorFlow
     return args
 
 

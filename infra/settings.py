@@ -190,6 +190,12 @@ class Settings:
             fail("node_python", "expected an interpreter name such as python3.11")
         if self.bootstrap_profile not in _PROFILES:
             fail("bootstrap_profile", f"expected one of {_PROFILES}")
+        if self.bootstrap_profile == "onnx" and not (self.weights_s3_uri or "").endswith(".onnx"):
+            fail(
+                "bootstrap_profile",
+                "the onnx profile installs no TensorFlow, so the job needs an exported model: set "
+                "weights_s3_uri to an .onnx file made with `python -m job.onnx_engine`",
+            )
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.tags.items()):
             fail("tags", "expected a mapping of strings to strings")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import emr_spec
 from infra.settings import CDK_JSON, Settings, SettingsError, load_settings
 
 
@@ -117,3 +118,16 @@ def test_pure_modules_do_not_import_cdk() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=CDK_JSON.parent)
+
+
+def test_onnx_profile_needs_an_exported_onnx_model() -> None:
+    sha = "0" * 64
+    keras_file = {"weights_s3_uri": "s3://weights-bucket/w_no_top.h5", "weights_sha256": sha}
+    with pytest.raises(SettingsError, match="exported model"):
+        load_settings({"bootstrap_profile": "onnx"})
+    with pytest.raises(SettingsError, match="exported model"):
+        load_settings({"bootstrap_profile": "onnx", **keras_file})
+    onnx_file = {"weights_s3_uri": "s3://weights-bucket/m.onnx", "weights_sha256": sha}
+    settings = load_settings({"bootstrap_profile": "onnx", **onnx_file})
+    args = emr_spec.job_args(settings, input_uri="s3://data-bucket/in/", output_uri="s3://data-bucket/out/")
+    assert args[-2:] == ["--engine", "onnx"]

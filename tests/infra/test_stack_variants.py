@@ -19,7 +19,7 @@ OVERRIDES: dict[str, object] = {
     "retain_data": "false",
     "subnet_ids": "subnet-0123456789abcdef0,subnet-0fedcba9876543210",
     "tls_certificate_s3_uri": "s3://certs-bucket/emr/certs.zip",
-    "weights_s3_uri": "s3://weights-bucket/models/mobilenet_v2_no_top.h5",
+    "weights_s3_uri": "s3://weights-bucket/models/mobilenet_v2.onnx",
     "weights_sha256": SHA,
     "ec2_key_name": "ops-key",
     "bootstrap_profile": "onnx",
@@ -60,7 +60,7 @@ def test_tls_enables_in_transit_encryption(variant: Synth) -> None:
 
 def test_weights_are_staged_readable_and_passed_to_the_step(variant: Synth, cluster_props: dict[str, Any]) -> None:
     args = cluster_props["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"]
-    assert args[args.index("--weights-uri") + 1] == "s3://weights-bucket/models/mobilenet_v2_no_top.h5"
+    assert args[args.index("--weights-uri") + 1] == "s3://weights-bucket/models/mobilenet_v2.onnx"
     assert args[args.index("--weights-sha256") + 1] == SHA
     assert args[args.index("--profile") + 1] == "onnx"
     assert args[args.index("--requirements") + 1].endswith("/requirements-onnx.txt")
@@ -76,13 +76,13 @@ def test_weights_are_staged_readable_and_passed_to_the_step(variant: Synth, clus
             "Effect": "Allow",
             "Action": "s3:GetObject",
             "Resource": [
-                "arn:${AWS::Partition}:s3:::weights-bucket/models/mobilenet_v2_no_top.h5",
+                "arn:${AWS::Partition}:s3:::weights-bucket/models/mobilenet_v2.onnx",
                 "arn:${AWS::Partition}:s3:::certs-bucket/emr/certs.zip",
             ],
         }
     ]
     [step] = json.loads(flat(variant.cluster["Outputs"]["ConsoleStepJson"]["Value"]))
-    assert step["Args"][-2:] == ["--weights", "/opt/featurizer/weights/mobilenet_v2_no_top.h5"]
+    assert step["Args"][-4:] == ["--weights", "/opt/featurizer/weights/mobilenet_v2.onnx", "--engine", "onnx"]
 
 
 def test_variant_matches_emr_spec(cluster_props: dict[str, Any]) -> None:
