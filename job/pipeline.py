@@ -20,7 +20,7 @@ from job import model as model_lib
 from job import reduce, write
 from job.config import JobConfig, UsageError
 from job.featurize import EngineSpec, featurize
-from job.read import Listing, hadoop_fs, list_inputs, read_images, skipped_reason
+from job.read import Listing, list_inputs, read_file, read_images, skipped_reason
 
 
 class JobFailed(RuntimeError):
@@ -53,18 +53,10 @@ def resolve_weights(spark: SparkSession, cfg: JobConfig) -> model_lib.WeightsBlo
         return model_lib.random_blob()
     if cfg.weights == "imagenet":
         return model_lib.imagenet_blob()
-    return model_lib.WeightsBlob.of(read_binary(spark, cfg.weights), model_lib.file_suffix(cfg.weights), cfg.weights)
-
-
-def read_binary(spark: SparkSession, uri: str) -> bytes:
-    fs, path = hadoop_fs(spark, uri)
-    if not fs.exists(path) or fs.getFileStatus(path).isDirectory():
-        raise UsageError(f"weights file not found: {uri}")
-    stream = fs.open(path)
-    try:
-        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
-    finally:
-        stream.close()
+    data = read_file(spark, cfg.weights)
+    if data is None:
+        raise UsageError(f"weights file not found: {cfg.weights}")
+    return model_lib.WeightsBlob.of(data, model_lib.file_suffix(cfg.weights), cfg.weights)
 
 
 def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsBlob) -> EngineSpec:
@@ -134,7 +126,7 @@ def _run_staged(spark: SparkSession, cfg: JobConfig, listing: Listing, staging: 
     processed = spark.sparkContext.accumulator(0)
     work = f"{staging}/_work/staged"
     with timer.stage("featurize"):
-        images = read_images(spark, cfg.input, cfg.glob)
+        images = read_images(listing)
         write.write_table(featurize(images, spec, cfg.batch_size, processed), work)
     staged = spark.read.parquet(work)
     featurized = staged.filter(F.col("error").isNull()).select("path", "label", "features")

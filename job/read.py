@@ -19,11 +19,16 @@ from pyspark.sql import functions as F
 from job.config import UsageError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Listing:
-    """Every input file (Hadoop path strings, as binaryFile's `path` column writes them)."""
+    """Every input file (Hadoop path strings, as binaryFile's `path` column writes them).
+
+    `source` is the binaryFile relation the listing came from: the scan reuses its file index,
+    so the input location is listed once.
+    """
 
     files: frozenset[str]
+    source: DataFrame
 
     def __len__(self) -> int:
         return len(self.files)
@@ -51,24 +56,36 @@ def list_inputs(spark: SparkSession, uri: str, glob: str) -> Listing:
     fs, root = hadoop_fs(spark, uri)
     if not fs.exists(root):
         raise UsageError(f"input not found: {uri}")
-    index = binary_files(spark, glob).load(uri)._jdf.inputFiles()
+    source = binary_files(spark, glob).load(uri)
+    index = source._jdf.inputFiles()
     # URI text has control characters percent-encoded, so a newline never occurs inside an entry.
     joined = spark.sparkContext._jvm.org.apache.hadoop.util.StringUtils.join("\n", index)
     files = frozenset(hadoop_path(entry) for entry in joined.split("\n") if entry)
     if not files:
         raise UsageError(f"no file matching {glob!r} under {uri}")
-    return Listing(files)
+    return Listing(files, source)
 
 
-def read_images(spark: SparkSession, uri: str, glob: str) -> DataFrame:
-    """DataFrame(path, label, content): binaryFile, recursive, label = immediate parent folder."""
-    df = binary_files(spark, glob).load(uri)
-    return df.select("path", label_of(F.col("path")).alias("label"), "content")
+def read_images(listing: Listing) -> DataFrame:
+    """DataFrame(path, label, content) of the listed files; label = immediate parent folder."""
+    return listing.source.select("path", label_of(F.col("path")).alias("label"), "content")
 
 
 def label_of(path):
     """The name of a path's parent folder, kept as it is (spaces, accents, any script)."""
     return F.element_at(F.split(path, "/"), -2)
+
+
+def read_file(spark: SparkSession, uri: str) -> bytes | None:
+    """A whole (small) file through Hadoop, or None when there is no file at `uri`."""
+    fs, path = hadoop_fs(spark, uri)
+    if not fs.exists(path) or fs.getFileStatus(path).isDirectory():
+        return None
+    stream = fs.open(path)
+    try:
+        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+    finally:
+        stream.close()
 
 
 def skipped_reason(spark: SparkSession, path: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
 from job.config import UsageError
-from job.read import hadoop_fs
+from job.read import hadoop_fs, read_file
 
 SUCCESS = "_SUCCESS"
 METADATA = "metadata.json"
@@ -39,23 +39,11 @@ def check_output_replaceable(spark: SparkSession, output: str) -> None:
         raise UsageError(f"output exists and is a file: {output}")
     if not fs.listStatus(path):
         return
-    marker = read_text(spark, f"{output.rstrip('/')}/{METADATA}")
-    if marker is None or json.loads(marker).get("tool") != TOOL:
+    marker = read_file(spark, f"{output.rstrip('/')}/{METADATA}")
+    if marker is None or json.loads(marker.decode("utf-8")).get("tool") != TOOL:
         raise UsageError(
             f"output exists and is not a previous featurizer output: {output} (remove it or choose another)"
         )
-
-
-def read_text(spark: SparkSession, uri: str) -> str | None:
-    fs, path = hadoop_fs(spark, uri)
-    if not fs.exists(path):
-        return None
-    stream = fs.open(path)
-    try:
-        reader = spark.sparkContext._jvm.java.io.InputStreamReader(stream, "UTF-8")
-        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(reader)
-    finally:
-        stream.close()
 
 
 def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
