@@ -10,8 +10,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FRUITS = SHARED_DATA / "fruits360-sample" / "Test"
 WEIGHTS_SEED = 7  # the same calibration as tests/conftest.py:weights_file
@@ -44,10 +42,10 @@ def make_weights(path: Path, sources: list[Path]) -> Path:
     ImageNet weights cannot be downloaded here; calibrated random weights cost the same to run
     and give well-scaled features (raw random initialisation gives ~1e-11).
     """
-    from job.decode import decode_image
+    from job.decode import decode_batch
     from job.model import random_model
 
-    batch = np.stack([decode_image(p.read_bytes()) for p in sources[::12][:64]])
+    batch, _, _ = decode_batch([p.read_bytes() for p in sources[::12][:64]])
     path.parent.mkdir(parents=True, exist_ok=True)
     random_model(batch, seed=WEIGHTS_SEED).save_weights(str(path))
     return path

@@ -20,6 +20,8 @@ from job.decode import IMAGE_SIZE
 
 MODEL_NAME = "MobileNetV2 (include_top=False, pooling=avg, 224x224x3 -> 1280)"
 RANDOM_SEED = 1234
+# The model input's name in the traced graph and in exported ONNX models.
+INPUT_NAME = "images"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -67,13 +69,15 @@ def calibrate_batchnorm(model, images: np.ndarray) -> None:
         bn.momentum = momentum
 
 
-def random_model(calibration: np.ndarray, seed: int = RANDOM_SEED):
-    """The architecture with seeded random weights, BatchNorm calibrated on `calibration`."""
+def random_model(pixels: np.ndarray, seed: int = RANDOM_SEED):
+    """The architecture with seeded random weights, BatchNorm calibrated on uint8 `pixels` (n, 224, 224, 3)."""
     from tensorflow import keras
+
+    from job.decode import preprocess_input
 
     keras.utils.set_random_seed(seed)
     model = build_model(weights=None)
-    calibrate_batchnorm(model, calibration)
+    calibrate_batchnorm(model, preprocess_input(pixels.astype(np.float32)))
     return model
 
 
@@ -104,14 +108,9 @@ def random_blob() -> WeightsBlob:
     """Seeded random weights calibrated on deterministic synthetic images: offline demos/tests only."""
     from job.samples import synthetic_batch
 
-    calibration = np.stack([_preprocess_pil(img) for img in synthetic_batch(64, seed=RANDOM_SEED)])
-    return model_to_blob(random_model(calibration), "random")
-
-
-def _preprocess_pil(img) -> np.ndarray:
-    from job.decode import preprocess_input
-
-    return preprocess_input(np.asarray(img.convert("RGB").resize(IMAGE_SIZE), dtype=np.float32))
+    images = synthetic_batch(64, seed=RANDOM_SEED)
+    pixels = np.stack([np.asarray(img.convert("RGB").resize(IMAGE_SIZE)) for img in images])
+    return model_to_blob(random_model(pixels), "random")
 
 
 def file_suffix(uri: str) -> str:
@@ -144,12 +143,27 @@ def configure_threads(threads: int) -> None:
             pass  # already initialised in this process: keep the first setting
 
 
-def tf_predictor(model) -> Callable[[np.ndarray], np.ndarray]:
-    """A traced inference function; batch dimension None so a short last batch does not retrace."""
+def inference_function(model):
+    """The model as both engines run it: uint8 pixels (n, 224, 224, 3) -> float32 features (n, 1280).
+
+    The graph starts with MobileNetV2's [-1, 1] scaling, so callers pass decoded pixels. The batch
+    dimension is None so a short last batch does not retrace. job.onnx_engine converts this very
+    function, so the two engines compute the same graph.
+    """
     import tensorflow as tf
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SIZE, 3], tf.float32)])
-    def infer(x):
-        return model(x, training=False)
+    from job.decode import preprocess_input
 
-    return lambda batch: infer(tf.constant(batch)).numpy()
+    @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SIZE, 3], tf.uint8, name=INPUT_NAME)])
+    def infer(images):
+        return model(preprocess_input(tf.cast(images, tf.float32)), training=False)
+
+    return infer
+
+
+def tf_predictor(model) -> Callable[[np.ndarray], np.ndarray]:
+    """The TensorFlow engine: uint8 pixels -> float32 features, numpy in and out."""
+    import tensorflow as tf
+
+    infer = inference_function(model)
+    return lambda batch: infer(tf.constant(batch, dtype=tf.uint8)).numpy()

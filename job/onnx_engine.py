@@ -1,9 +1,10 @@
 """The ONNX Runtime engine: the exact Keras model converted once on the driver, run without TensorFlow.
 
-The driver builds the job's Keras model from the weights file and converts the same traced
-function the TensorFlow engine runs (`model(x, training=False)`, batch dimension None) with
-tf2onnx. Executors receive the ONNX bytes once (a broadcast) and only import onnxruntime, so
-a node running this engine needs no TensorFlow at all (the bootstrap's lighter "onnx" profile).
+The driver builds the job's Keras model from the weights file and converts, with tf2onnx, the
+very traced function the TensorFlow engine runs (`job.model.inference_function`: uint8 pixels,
+[-1, 1] scaling, MobileNetV2; batch dimension None). Executors receive the ONNX bytes once (a
+broadcast) and only import onnxruntime, so a node running this engine needs no TensorFlow at all
+(the bootstrap's lighter "onnx" profile).
 This module imports neither TensorFlow nor Keras at import time: only the driver-side
 converter does, lazily.
 """
@@ -18,33 +19,55 @@ from job.decode import IMAGE_SIZE
 
 # Opset 17: supported by tf2onnx 1.17 and every onnxruntime 1.x we pin; ops are plain conv/BN/relu6.
 OPSET = 17
-INPUT_NAME = "images"
+INPUT_TYPE = "tensor(uint8)"
+FEATURES = 1280
+
+
+class IncompatibleModel(ValueError):
+    """An .onnx file that is not a model exported by this version of `python -m job.onnx_engine`."""
 
 
 def keras_weights_to_onnx(weights_bytes: bytes, suffix: str) -> bytes:
     """Driver side: build the job's Keras model from a weights file and return it as ONNX bytes.
 
     tf2onnx's `from_keras` depends on Keras internals that changed in Keras 3, so the model is
-    converted through an explicit `tf.function` (the one `job.model.tf_predictor` traces).
+    converted through the explicit `tf.function` the TensorFlow engine runs.
     """
-    import tensorflow as tf
     import tf2onnx
 
-    from job.model import load_model
+    from job.model import inference_function, load_model
 
-    model = load_model(weights_bytes, suffix)
-    signature = [tf.TensorSpec([None, *IMAGE_SIZE, 3], tf.float32, name=INPUT_NAME)]
-
-    @tf.function(input_signature=signature)
-    def infer(images):
-        return model(images, training=False)
-
-    proto, _ = tf2onnx.convert.from_function(infer, input_signature=signature, opset=OPSET)
+    infer = inference_function(load_model(weights_bytes, suffix))
+    proto, _ = tf2onnx.convert.from_function(infer, input_signature=infer.input_signature, opset=OPSET)
     return proto.SerializeToString()
 
 
+def validate(onnx_bytes: bytes) -> None:
+    """Driver side: load a user's .onnx file once, so a wrong file fails before any task runs."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        raise IncompatibleModel(f"not a loadable ONNX model ({exc})") from None
+    check_model(session)
+
+
+def check_model(session) -> None:
+    """Refuse a model whose input/output are not this job's (e.g. exported by an older version)."""
+    (given,), (output,) = session.get_inputs(), session.get_outputs()
+    expected_shape = [None, *IMAGE_SIZE, 3]
+    shape = [dim if isinstance(dim, int) else None for dim in given.shape]
+    if given.type != INPUT_TYPE or shape != expected_shape or output.shape[-1] != FEATURES:
+        raise IncompatibleModel(
+            f"the ONNX model takes {given.type} {given.shape} and returns {output.shape}; this job needs "
+            f"{INPUT_TYPE} [batch, {IMAGE_SIZE[0]}, {IMAGE_SIZE[1]}, 3] -> [batch, {FEATURES}]. "
+            "Export it again with `python -m job.onnx_engine --weights FILE --out model.onnx`."
+        )
+
+
 def onnx_predictor(onnx_bytes: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """Executor side: an onnxruntime session; float32 (n, 224, 224, 3) -> float32 (n, 1280).
+    """Executor side: an onnxruntime session; uint8 pixels (n, 224, 224, 3) -> float32 (n, 1280).
 
     intra-op threads = `threads` (when > 0) and one inter-op thread, so concurrent tasks on one
     executor do not oversubscribe its cores; spinning is off so idle pool threads do not steal
@@ -60,11 +83,12 @@ def onnx_predictor(onnx_bytes: bytes, threads: int) -> Callable[[np.ndarray], np
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    check_model(session)
     input_name = session.get_inputs()[0].name
     output_name = session.get_outputs()[0].name
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        images = np.ascontiguousarray(batch, dtype=np.float32)
+        images = np.ascontiguousarray(batch, dtype=np.uint8)
         return session.run([output_name], {input_name: images})[0].astype(np.float32, copy=False)
 
     return predict

@@ -65,6 +65,13 @@ def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsB
         from job.onnx_engine import keras_weights_to_onnx
 
         data, suffix = keras_weights_to_onnx(weights.data, weights.suffix), ".onnx"
+    elif suffix == ".onnx":  # an exported model: check it once here rather than fail in every task
+        from job.onnx_engine import IncompatibleModel, validate
+
+        try:
+            validate(data)
+        except IncompatibleModel as exc:
+            raise UsageError(f"--weights {weights.source}: {exc}") from None
     threads = cfg.threads or int(spark.conf.get("spark.task.cpus", "1"))
     blob = spark.sparkContext.broadcast(data)
     return EngineSpec(engine=cfg.engine, blob=blob, suffix=suffix, digest=weights.sha256, threads=threads)

@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,11 +47,11 @@ def weights_file(tmp_path_factory) -> Path:
     Raw random initialisation gives ~1e-11 features; calibrated statistics give features
     with a realistic spread, so numeric comparisons (Keras vs job, numpy vs job PCA) mean something.
     """
-    from job.decode import decode_image
+    from job.decode import decode_batch
     from job.model import random_model
 
     images = fruit_images()[::12][:64]
-    batch = np.stack([decode_image(p.read_bytes()) for p in images])
+    batch, _, _ = decode_batch([p.read_bytes() for p in images])
     path = tmp_path_factory.mktemp("weights") / "mobilenet_v2_calibrated.weights.h5"
     random_model(batch, seed=7).save_weights(str(path))
     return path

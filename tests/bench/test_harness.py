@@ -57,10 +57,13 @@ def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
     assert all(r["images_per_s"] > 0 for r in on_disk["raw"]["onnx"])
     assert set(on_disk["ratios"]["onnx"]) == {
         "featurize_vs_raw",
-        "featurize_vs_raw_warm",
+        "featurize_vs_raw_cold",
+        "featurize_vs_raw_cold_4n",
+        "worker_startup_s",
         "scaling_4n_wall",
         "scaling_4n_in_job",
     }
+    assert [r["when"] for r in on_disk["raw"]["onnx"]][-1] == "after the jobs"
     report = (tmp_path / "RESULTS.md").read_text()
     assert "## Raw model throughput" in report and "## Job runs" in report and "## Targets" in report
     assert "model processed == image count in every job run: yes" in report

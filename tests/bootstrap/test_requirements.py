@@ -49,7 +49,7 @@ def test_profiles_differ_only_by_engine() -> None:
     tf, onnx = pins(BOOTSTRAP / "requirements.txt"), pins(BOOTSTRAP / "requirements-onnx.txt")
     assert "tensorflow-cpu" in tf and "tensorflow-cpu" not in onnx and "tensorflow" not in onnx
     assert "onnxruntime" in onnx
-    for shared in ("numpy", "pandas", "pyarrow", "pillow", "matplotlib"):
+    for shared in ("numpy", "pandas", "pyarrow", "pillow", "opencv-python-headless", "matplotlib"):
         assert tf[shared] == onnx[shared]
 
 

@@ -24,14 +24,30 @@ def png(img: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def test_matches_the_seed_preprocessing_on_real_images() -> None:
+def test_close_to_the_seed_preprocessing_on_real_images() -> None:
+    """The seed resized with PIL's bicubic, the job with OpenCV's (10x faster): under one grey level apart."""
     from tensorflow.keras.applications.mobilenet_v2 import preprocess_input as keras_preprocess
     from tensorflow.keras.preprocessing.image import img_to_array
 
-    for path in fruit_images()[::150]:
+    for path in fruit_images()[::50]:
         content = path.read_bytes()
-        seed = keras_preprocess(img_to_array(Image.open(io.BytesIO(content)).resize([224, 224])))
-        np.testing.assert_allclose(decode_image(content), seed, rtol=0, atol=1e-6)
+        seed_pixels = img_to_array(Image.open(io.BytesIO(content)).resize([224, 224]))
+        pixels = decode_image(content)
+        assert pixels.dtype == np.uint8 and pixels.shape == seed_pixels.shape
+        assert np.abs(pixels - seed_pixels).mean() < 1.0
+        assert np.abs(preprocess_input(pixels.astype(np.float32)) - keras_preprocess(seed_pixels)).mean() < 1 / 127.5
+
+
+def test_images_of_the_model_size_are_not_resampled() -> None:
+    img = Image.fromarray(np.random.default_rng(3).integers(0, 256, (224, 224, 3), dtype=np.uint8))
+    np.testing.assert_array_equal(decode_image(png(img)), np.asarray(img))
+
+
+def test_shrinking_averages_instead_of_aliasing() -> None:
+    """A 1-pixel checkerboard shrunk 2x must come out flat grey (area averaging), not striped."""
+    board = (np.indices((448, 448)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    out = decode_image(png(Image.fromarray(board)))
+    assert abs(float(out.mean()) - 127.5) < 1 and float(out.std()) < 2
 
 
 def test_preprocess_matches_keras() -> None:
@@ -48,19 +64,19 @@ def test_any_colour_mode_becomes_rgb(mode: str) -> None:
         img = Image.fromarray((np.asarray(img, dtype=np.uint16) * 257).astype(np.uint16))
     data = png(img) if mode not in ("CMYK",) else jpeg(img)
     out = decode_image(data)
-    assert out.shape == (*IMAGE_SIZE, 3) and out.dtype == np.float32
-    assert out.min() >= -1.0 and out.max() <= 1.0
+    assert out.shape == (*IMAGE_SIZE, 3) and out.dtype == np.uint8
+    assert out.std() > 0 or mode in ("L", "I;16", "1", "LA")  # colour survives where there was colour
 
 
 def test_sixteen_bit_png_keeps_its_brightness() -> None:
     grey = Image.fromarray(np.full((30, 30), 32768, dtype=np.uint16))
     out = decode_image(png(grey))
-    assert abs(float(out.mean()) - (128 / 127.5 - 1)) < 0.02
+    assert abs(float(out.mean()) - 128) < 2.5
 
 
 def test_transparent_pixels_become_white() -> None:
     out = decode_image(png(Image.new("RGBA", (20, 20), (0, 0, 0, 0))))
-    np.testing.assert_allclose(out, 1.0)
+    np.testing.assert_array_equal(out, 255)
 
 
 def test_exif_orientation_is_applied() -> None:
@@ -70,9 +86,9 @@ def test_exif_orientation_is_applied() -> None:
     exif[0x0112] = 6  # rotate 90 clockwise on display
     out = decode_image(jpeg(img, exif=exif.tobytes(), quality=95))
     top, bottom = out[:100].mean(), out[124:].mean()
-    assert top < -0.5 < 0.5 < bottom or top > 0.5 > -0.5 > bottom  # black half moved to top or bottom
+    assert top < 64 < 192 < bottom or top > 192 > 64 > bottom  # black half moved to top or bottom
     plain = decode_image(jpeg(img, quality=95))
-    assert plain[:, :100].mean() < -0.5 and plain[:, 124:].mean() > 0.5
+    assert plain[:, :100].mean() < 64 and plain[:, 124:].mean() > 192
 
 
 def test_large_jpeg_is_decoded_at_reduced_scale() -> None:
@@ -106,6 +122,7 @@ def test_truncated_jpeg_is_rejected() -> None:
 def test_decode_batch_separates_valid_and_rejected() -> None:
     good = fruit_images()[0].read_bytes()
     images, valid, reasons = decode_batch([good, b"", good, b"nope"])
-    assert images.shape == (2, *IMAGE_SIZE, 3)
+    assert images.shape == (2, *IMAGE_SIZE, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images[1], decode_image(good))
     assert valid == [0, 2]
     assert set(reasons) == {1, 3}

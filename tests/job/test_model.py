@@ -28,7 +28,7 @@ def test_random_weights_are_deterministic_and_not_degenerate() -> None:
     first, second = model_lib.random_blob(), model_lib.random_blob()
     assert first.sha256 == second.sha256 and first.source == "random"
     model = model_lib.load_model(first.data, first.suffix)
-    x = np.random.default_rng(0).uniform(-1, 1, (4, 224, 224, 3)).astype(np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (4, 224, 224, 3), dtype=np.uint8)
     out = model_lib.tf_predictor(model)(x)
     assert out.shape == (4, 1280)
     assert float(np.abs(out).mean()) > 1e-3  # raw random init would give ~1e-11
@@ -48,7 +48,7 @@ def test_weights_file_round_trip_and_legacy_h5(weights_file, tmp_path) -> None:
         legacy_h5_format.save_weights_to_hdf5_group(f, reference)
     assert model_lib.file_suffix(str(legacy)) == ".h5"
     loaded = model_lib.load_model(legacy.read_bytes(), ".h5")
-    x = np.random.default_rng(1).uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    x = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     np.testing.assert_allclose(
         model_lib.tf_predictor(loaded)(x), model_lib.tf_predictor(reference)(x), rtol=1e-5, atol=1e-6
     )

@@ -160,3 +160,45 @@ def test_onnx_model_needs_the_onnx_engine() -> None:
 
     with pytest.raises(UsageError, match="needs --engine onnx"):
         JobConfig(input="in", output="out", weights="s3://b/m.onnx", engine="tf")
+
+
+def float_input_model() -> bytes:
+    """A model with the right output but float32 input, as an older export took: must be refused."""
+    from onnx import TensorProto, helper
+
+    pool = helper.make_node("GlobalAveragePool", ["x"], ["pooled"])
+    flat = helper.make_node("Flatten", ["pooled"], ["y"])
+    graph = helper.make_graph(
+        [pool, flat],
+        "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1280, 7, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1280])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"not a protobuf", "not a loadable ONNX model"), (float_input_model(), "needs tensor\\(uint8\\)")],
+)
+def test_incompatible_onnx_file_is_refused_before_any_task(
+    spark, small_input: Path, tmp_path: Path, content: bytes, reason: str
+) -> None:
+    from job.config import UsageError
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(content)
+    out = tmp_path / "out"
+    with pytest.raises(UsageError, match=reason):
+        run(spark, JobConfig(input=str(small_input), output=str(out), weights=str(model), engine="onnx", k=3))
+    assert not out.exists() and not list(tmp_path.glob("out.incomplete-*"))
+
+
+def test_exported_model_takes_uint8_pixels(onnx_bytes: bytes) -> None:
+    import onnxruntime as ort
+
+    from job.onnx_engine import check_model
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    check_model(session)
+    assert session.get_inputs()[0].name == "images" and session.get_inputs()[0].type == "tensor(uint8)"
