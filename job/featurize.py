@@ -7,6 +7,8 @@ cut into model batches of at most `batch_size` images, so memory does not grow w
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -36,6 +38,27 @@ class EngineSpec:
 
 
 _PREDICTORS: dict[tuple[str, str, int], Predictor] = {}
+
+
+def forget_zip_subpackage_finders() -> int:
+    """Drop the import finders of packages inside zip archives from sys.path_importer_cache.
+
+    PySpark's worker calls importlib.invalidate_caches() before every task, and on Python < 3.12
+    each zipimporter then re-reads its whole archive. Workers import pyspark from pyspark.zip
+    with one zipimporter per subpackage, so a reused worker spent ~0.6 s per task re-reading the
+    same archive (measured with py-spy: 5 % of an ONNX task of 1,000 images). The finders are a
+    cache: Python rebuilds one if a later import needs it. Returns how many were dropped.
+    """
+    from zipimport import zipimporter
+
+    inside = [
+        path
+        for path, finder in sys.path_importer_cache.items()
+        if isinstance(finder, zipimporter) and os.path.normpath(path) != os.path.normpath(finder.archive)
+    ]
+    for path in inside:
+        del sys.path_importer_cache[path]
+    return len(inside)
 
 
 def worker_predictor(spec: EngineSpec) -> Predictor:
@@ -82,6 +105,7 @@ def featurize(images: DataFrame, spec: EngineSpec, batch_size: int, processed: A
     """The executor-side stage; `processed` counts images that went through the model."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        forget_zip_subpackage_finders()  # makes the next task in this worker start 0.6 s sooner
         predict = worker_predictor(spec)
         for pdf in batches:
             for start in range(0, len(pdf), batch_size):

@@ -50,7 +50,8 @@ def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
         assert job["counts"]["model_processed"] == job["images"] == job["counts"]["featurized"]
         assert job["featurize_images_per_s"] > 0 and job["wall_s"] > job["timings_s"]["featurize"]
         assert job["memory_mib"]["jvm_mib"] > 0 and job["memory_mib"]["workers_max_count"] >= 1
-    assert on_disk["jobs"][0]["warm"]["counts"]["model_processed"] == 6
+    warm = on_disk["jobs"][0]["warm"]
+    assert warm["repeats"] == 2 and [c["model_processed"] for c in warm["all_counts"]] == [6, 6]
     layout = on_disk["config"]["layout"]
     shapes = {(r["procs"], r["threads"]) for r in on_disk["raw"]["onnx"]}
     assert (layout["concurrent_tasks"], layout["threads_per_task"]) in shapes
