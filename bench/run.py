@@ -280,7 +280,8 @@ def _verdict(value: float | None, target: float, at_least: bool) -> str:
     if value is None:
         return "not measured"
     met = value >= target if at_least else value <= target
-    return f"{value:.2f} ({'met' if met else 'NOT met'}; target {'>=' if at_least else '<='} {target})"
+    # Four decimals: 0.8998 printed as "0.90 (NOT met)" would read as a contradiction.
+    return f"{value:.4f} ({'met' if met else 'NOT met'}; target {'>=' if at_least else '<='} {target})"
 
 
 def markdown(r: dict) -> str:

@@ -98,6 +98,7 @@ def library_versions() -> dict[str, str]:
         "pandas",
         "pyarrow",
         "pillow",
+        "opencv-python-headless",
         "onnxruntime",
     ):
         try:

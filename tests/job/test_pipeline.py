@@ -117,7 +117,9 @@ def test_metadata_tells_the_whole_story(fruits_run, weights_file, fruits_dir) ->
     cumulative = metadata["pca"]["cumulative_explained_variance"]
     assert cumulative[metadata["pca"]["k"] - 1] >= 0.99 > cumulative[metadata["pca"]["k"] - 2]
     assert set(metadata["timings_s"]) == {"list", "weights", "featurize", "account", "pca_fit", "write"}
-    assert {"pyspark", "numpy", "pandas", "pyarrow", "pillow", "python"} <= set(metadata["versions"])
+    assert {"pyspark", "numpy", "pandas", "pyarrow", "pillow", "opencv-python-headless", "python"} <= set(
+        metadata["versions"]
+    )
 
 
 def test_plot_is_a_valid_png(fruits_run) -> None:
