@@ -106,10 +106,11 @@ def imagenet_blob() -> WeightsBlob:
 
 def random_blob() -> WeightsBlob:
     """Seeded random weights calibrated on deterministic synthetic images: offline demos/tests only."""
+    from job.decode import resize
     from job.samples import synthetic_batch
 
     images = synthetic_batch(64, seed=RANDOM_SEED)
-    pixels = np.stack([np.asarray(img.convert("RGB").resize(IMAGE_SIZE)) for img in images])
+    pixels = np.stack([resize(np.asarray(img.convert("RGB"))) for img in images])  # the job's own resize
     return model_to_blob(random_model(pixels), "random")
 
 
