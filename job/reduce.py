@@ -19,7 +19,7 @@ from pyspark.mllib.linalg.distributed import RowMatrix
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.storagelevel import StorageLevel
 
-from job.featurize import unpack
+from job.featurize import forget_zip_subpackage_finders, unpack
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ def project(spark: SparkSession, features: DataFrame, pca: Pca) -> DataFrame:
     model = spark.sparkContext.broadcast(pca)
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        forget_zip_subpackage_finders()  # as in featurize: this task may run in a worker that ran none of those
         for pdf in batches:
             if len(pdf) == 0:
                 continue
