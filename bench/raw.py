@@ -1,4 +1,4 @@
-"""Raw model throughput: the job's exact predictor on decoded 224x224 batches, no Spark, no decode.
+"""Raw model throughput: the job's exact predictor on one batch decoded up front; no Spark, decode untimed.
 
 `procs` processes with `threads` inference threads each run concurrently, as `procs` concurrent
 Spark tasks of `threads` cores would; each warms up (tracing/graph optimisation), waits at a

@@ -284,6 +284,10 @@ def _verdict(value: float | None, target: float, at_least: bool) -> str:
     return f"{value:.4f} ({'met' if met else 'NOT met'}; target {'>=' if at_least else '<='} {target})"
 
 
+def _number(value: float | None, decimals: int = 2) -> str:
+    return "-" if value is None else f"{value:.{decimals}f}"
+
+
 def markdown(r: dict) -> str:
     m, cfg, layout = r["machine"], r["config"], r["config"]["layout"]
     n, big = cfg["n"], cfg["n"] * cfg["scale"]
@@ -361,15 +365,12 @@ def markdown(r: dict) -> str:
     for engine in cfg["engines"]:
         e = ratio.get(engine, {})
         scale_target = TARGETS["scaling_4n"]
-        cold = e.get("featurize_vs_raw_cold")
-        cold_4n = e.get("featurize_vs_raw_cold_4n")
-        startup = e.get("worker_startup_s")
         lines += [
             f"- {engine}: featurize / raw at N={n}, steady state: "
             f"{_verdict(e.get('featurize_vs_raw'), TARGETS['featurize_vs_raw'], True)}. "
-            f"First run with fresh workers: {'-' if cold is None else f'{cold:.2f}'} at N={n}, "
-            f"{'-' if cold_4n is None else f'{cold_4n:.2f}'} at N={big}; the difference is a fixed worker "
-            f"start-up of {'-' if startup is None else f'{startup:.1f}'} s",
+            f"First run with fresh workers: {_number(e.get('featurize_vs_raw_cold'))} at N={n}, "
+            f"{_number(e.get('featurize_vs_raw_cold_4n'))} at N={big}; the difference is a fixed worker "
+            f"start-up of {_number(e.get('worker_startup_s'), 1)} s",
             f"- {engine}: seed end-to-end / job end-to-end at {cfg['seed_n']} images: "
             f"{_verdict(e.get('speedup_vs_seed'), TARGETS['speedup_vs_seed'], True)}",
             f"- {engine}: time({big}) / time({n}), wall: {_verdict(e.get('scaling_4n_wall'), scale_target, False)}"
@@ -385,7 +386,7 @@ def markdown(r: dict) -> str:
     counts_ok = all(
         c["model_processed"] == j["images"]
         for j in r["jobs"]
-        for c in [j["counts"], *j.get("warm", {}).get("all_counts", [j.get("warm", j)["counts"]])]
+        for c in [j["counts"], *j.get("warm", {}).get("all_counts", [])]
     )
     lines += [f"- model processed == image count in every job run: {'yes' if counts_ok else 'NO'}", ""]
     return "\n".join(lines)
