@@ -90,12 +90,20 @@ def run_raw(engine: str, model: Path, images: Path, threads: int, procs: int, ba
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_job(engine: str, images: Path, n: int, weights: Path, work: Path, cores: int, repeat: int) -> dict:
-    """The job in a fresh process (end-to-end = spawn to the end of its first run), then warm repeats."""
+def run_job(engine: str, images: Path, n: int, weights: Path, work: Path, cores: int, repeat: int, raw: dict) -> dict:
+    """The job in a fresh process (end-to-end = spawn to the end of its first run), then warm repeats.
+
+    `raw` (model, images, procs, threads, batch_size, seconds) has the raw throughput measured
+    right before each warm repeat and after the last one (see bench/job_runner.py).
+    """
     output = work / f"job-{engine}-{n}"
     cmd = [sys.executable, "-m", "bench.job_runner", "--input", str(images), "--output", str(output)]
     cmd += ["--weights", str(weights), "--master", f"local[{cores}]", "--engine", engine, "--repeat", str(repeat)]
-    _, _, _, marks = timed_tree(cmd, work / f"job-{engine}-{n}.log", timeout=3600)
+    if repeat > 1:
+        cmd += ["--raw-model", str(raw["model"]), "--raw-images", str(raw["images"])]
+        for key in ("seconds", "procs", "threads", "batch_size"):
+            cmd += [f"--raw-{key.replace('_', '-')}", str(raw[key])]
+    _, _, lines, marks = timed_tree(cmd, work / f"job-{engine}-{n}.log", timeout=3600)
     shutil.rmtree(output, ignore_errors=True)
     cold = marks[0]["metadata"]
     timings = cold["timings_s"]
@@ -111,16 +119,41 @@ def run_job(engine: str, images: Path, n: int, weights: Path, work: Path, cores:
         "memory_mib": marks[0]["peaks"],
     }
     if len(marks) > 1:
-        # The fastest of the warm repeats: this machine's speed drifts, and raw is a best figure too.
-        warm = min((m["metadata"] for m in marks[1:]), key=lambda m: m["timings_s"]["featurize"])
-        result["warm"] = {
-            "repeats": len(marks) - 1,
-            "timings_s": warm["timings_s"],
-            "featurize_images_per_s": n / warm["timings_s"]["featurize"],
-            "counts": warm["counts"],
-            "all_counts": [m["metadata"]["counts"] for m in marks[1:]],
-        }
+        raws = [json.loads(line[4:])["images_per_s"] for line in lines if line.startswith("RAW ")]
+        result["warm"] = steady_state([m["metadata"] for m in marks[1:]], raws, n)
     return result
+
+
+def steady_state(runs: list[dict], raws: list[float], n: int) -> dict:
+    """Warm repeats paired with the raw figures measured just before and just after each.
+
+    Each pair's ratio divides by the faster of its two raw figures (drift can only make it look
+    worse); the steady state is the median pair, so one lucky or disturbed repeat does not decide.
+    """
+    if len(raws) != len(runs) + 1:
+        raise ValueError(f"expected {len(runs) + 1} raw measurements around {len(runs)} repeats, got {len(raws)}")
+    pairs = []
+    for i, run in enumerate(runs):
+        speed = n / run["timings_s"]["featurize"]
+        pairs.append(
+            {
+                "featurize_images_per_s": speed,
+                "raw_before": raws[i],
+                "raw_after": raws[i + 1],
+                "ratio": speed / max(raws[i], raws[i + 1]),
+                "timings_s": run["timings_s"],
+                "counts": run["counts"],
+            }
+        )
+    median = sorted(pairs, key=lambda p: p["ratio"])[(len(pairs) - 1) // 2]
+    return {
+        "repeats": len(runs),
+        "pairs": pairs,
+        "ratio": median["ratio"],
+        "featurize_images_per_s": median["featurize_images_per_s"],
+        "timings_s": median["timings_s"],
+        "all_counts": [p["counts"] for p in pairs],
+    }
 
 
 def run_seed(images: Path, n: int, weights: Path, work: Path, cores: int) -> dict:
@@ -160,8 +193,11 @@ def busy_processes(exclude: int) -> list[str]:
 
 def ratios(results: dict) -> dict:
     """The issue's targets as ratios of numbers from this run."""
-    raw = {e: max(r["images_per_s"] for r in rs) for e, rs in results["raw"].items()}
     jobs = {(j["engine"], j["images"]): j for j in results["jobs"]}
+    raw = {e: max(r["images_per_s"] for r in rs) for e, rs in results["raw"].items()}
+    for job in jobs.values():  # the raw figures paired with the warm repeats count too
+        for pair in job.get("warm", {}).get("pairs", []):
+            raw[job["engine"]] = max(raw.get(job["engine"], 0.0), pair["raw_before"], pair["raw_after"])
     n, big = results["config"]["n"], results["config"]["n"] * results["config"]["scale"]
     out: dict[str, dict] = {}
     for engine in results["config"]["engines"]:
@@ -172,7 +208,7 @@ def ratios(results: dict) -> dict:
             # fixed start-up of fresh Python workers (spawn, engine import, model build, first call).
             entry["featurize_vs_raw_cold"] = job["featurize_images_per_s"] / raw[engine]
             if "warm" in job:
-                entry["featurize_vs_raw"] = job["warm"]["featurize_images_per_s"] / raw[engine]
+                entry["featurize_vs_raw"] = job["warm"]["ratio"]
                 entry["worker_startup_s"] = job["timings_s"]["featurize"] - job["warm"]["timings_s"]["featurize"]
         if (engine, big) in jobs:
             entry["featurize_vs_raw_cold_4n"] = jobs[engine, big]["featurize_images_per_s"] / raw[engine]
@@ -201,6 +237,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engines", default="tf,onnx", help="comma-separated job engines")
     p.add_argument("--seed-n", type=int, default=None, help="images for the seed approach (default N; 0 = skip)")
     p.add_argument("--raw-seconds", type=float, default=15.0, help="measurement window of the raw throughput")
+    p.add_argument("--warm-repeats", type=int, default=3, help="steady repeats at N, between raw figures")
     p.add_argument("--cores", type=int, default=os.cpu_count(), help="local[cores] for the job and the seed")
     p.add_argument("--out", type=Path, default=REPO / "bench", help="folder for results.json and RESULTS.md")
     p.add_argument("--keep", action="store_true", help="keep the temporary images, weights and logs")
@@ -244,7 +281,14 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_before": os.getloadavg(),
         "busy_before": busy_processes(os.getpid()),
-        "config": {"n": args.n, "scale": args.scale, "engines": engines, "seed_n": seed_n, "layout": layout},
+        "config": {
+            "n": args.n,
+            "scale": args.scale,
+            "engines": engines,
+            "seed_n": seed_n,
+            "warm_repeats": args.warm_repeats,
+            "layout": layout,
+        },
         "raw": {},
         "jobs": [],
     }
@@ -252,8 +296,9 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
 
     results["versions"] = library_versions()
     # Raw: the job's own layout (concurrent tasks x threads), and all cores in one process; the job's
-    # layout again after the job runs, because this machine's speed drifts by several percent over
-    # minutes. Ratios divide by the fastest raw figure, so drift can only make them look worse.
+    # layout again after the job runs. This machine's speed drifts by several percent over minutes,
+    # so the steady-state ratio uses raw figures taken right around each warm repeat (run_job), and
+    # the cold ratios divide by the fastest raw figure of the run: drift can only make them look worse.
     job_shape = (layout["concurrent_tasks"], layout["threads_per_task"])
     shapes = sorted({job_shape, (1, args.cores)}, reverse=True)
 
@@ -265,8 +310,10 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
         results["raw"][engine] = [raw(engine, procs, threads, "before the jobs") for procs, threads in shapes]
     for engine in engines:
         for n in sizes:
-            repeat = 3 if n == args.n else 1  # warm repeats at N only: each costs another featurization
-            results["jobs"].append(run_job(engine, sets[n], n, weights, work, args.cores, repeat))
+            repeat = 1 + args.warm_repeats if n == args.n else 1  # warm repeats at N only: each costs a featurization
+            paired = {"model": models[engine], "images": FRUITS, "procs": job_shape[0], "threads": job_shape[1]}
+            paired |= {"batch_size": layout["batch_size"], "seconds": args.raw_seconds}
+            results["jobs"].append(run_job(engine, sets[n], n, weights, work, args.cores, repeat, paired))
     for engine in engines:
         results["raw"][engine].append(raw(engine, *job_shape, "after the jobs"))
     if seed_n:
@@ -309,7 +356,8 @@ def markdown(r: dict) -> str:
         "## Raw model throughput (decoded 224x224 batches, after warm-up)",
         "",
         "Measured with the job's own predictor (uint8 pixels in; the [-1, 1] scaling is in the graph). "
-        "Ratios below divide by the fastest figure of each engine.",
+        "First-run ratios divide by the fastest raw figure of the engine in this run (this table and the "
+        "paired figures below); steady-state ratios by the raw figures taken around each repeat.",
         "",
         "| engine | processes x threads | images/s | when |",
         "|---|---|---|---|",
@@ -326,8 +374,8 @@ def markdown(r: dict) -> str:
         "End-to-end: from spawning the process to the end of its first run (JVM start-up included). "
         "Featurize: the job's own `timings_s.featurize` of that first run (decode + Arrow + inference + staging "
         "write, with the start-up of fresh Python workers: spawn, engine import, model build, first call). "
-        "Steady: the same stage in later runs in the same session (the faster of two), workers and model "
-        "reused: the job's counterpart of the raw figure's warm-up. "
+        "Steady: the same stage in later runs in the same session, workers and model reused (the job's "
+        "counterpart of the raw figure's warm-up): the median of the paired repeats below. "
         "Memory: peaks during the first run (driver python = the job's process; JVM = driver and executor in "
         "local mode; workers = the PySpark Python workers, total as PSS).",
         "",
@@ -345,6 +393,23 @@ def markdown(r: dict) -> str:
             f"{mem['driver_python_mib']:.0f} | {mem['jvm_mib']:.0f} | {mem['worker_max_mib']:.0f} | "
             f"{mem['workers_total_pss_mib']:.0f} |"
         )
+    lines += [
+        "",
+        f"## Steady state against raw, paired (N={n})",
+        "",
+        "Each warm repeat ran between two raw measurements (the job's process layout, taken while the "
+        "Spark session idled, within a minute of the repeat); its ratio divides by the faster of the two. "
+        "The target uses the median pair.",
+        "",
+        "| engine | repeat | raw before img/s | steady featurize img/s | raw after img/s | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for j in r["jobs"]:
+        for i, pair in enumerate(j.get("warm", {}).get("pairs", []), start=1):
+            lines.append(
+                f"| {j['engine']} | {i} | {pair['raw_before']:.1f} | {pair['featurize_images_per_s']:.1f} "
+                f"| {pair['raw_after']:.1f} | {pair['ratio']:.4f} |"
+            )
     seed = r.get("seed")
     if seed:
         t = seed["timings_s"]
@@ -366,7 +431,7 @@ def markdown(r: dict) -> str:
         e = ratio.get(engine, {})
         scale_target = TARGETS["scaling_4n"]
         lines += [
-            f"- {engine}: featurize / raw at N={n}, steady state: "
+            f"- {engine}: featurize / raw at N={n}, steady state (median pair): "
             f"{_verdict(e.get('featurize_vs_raw'), TARGETS['featurize_vs_raw'], True)}. "
             f"First run with fresh workers: {_number(e.get('featurize_vs_raw_cold'))} at N={n}, "
             f"{_number(e.get('featurize_vs_raw_cold_4n'))} at N={big}; the difference is a fixed worker "

@@ -41,7 +41,20 @@ def test_tree_sampler_sees_the_process_memory() -> None:
 @pytest.mark.slow
 def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
     fruit_images()
-    args = ["--n", "6", "--scale", "2", "--engines", "onnx", "--seed-n", "0", "--raw-seconds", "1"]
+    args = [
+        "--n",
+        "6",
+        "--scale",
+        "2",
+        "--engines",
+        "onnx",
+        "--seed-n",
+        "0",
+        "--raw-seconds",
+        "1",
+        "--warm-repeats",
+        "2",
+    ]
     results = main([*args, "--out", str(tmp_path)])
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["config"] == results["config"]
@@ -52,6 +65,14 @@ def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
         assert job["memory_mib"]["jvm_mib"] > 0 and job["memory_mib"]["workers_max_count"] >= 1
     warm = on_disk["jobs"][0]["warm"]
     assert warm["repeats"] == 2 and [c["model_processed"] for c in warm["all_counts"]] == [6, 6]
+    # each warm repeat sits between two raw measurements; the steady ratio is the median pair's
+    pairs = warm["pairs"]
+    assert len(pairs) == 2 and pairs[0]["raw_after"] == pairs[1]["raw_before"]
+    for pair in pairs:
+        assert pair["ratio"] == pytest.approx(
+            pair["featurize_images_per_s"] / max(pair["raw_before"], pair["raw_after"])
+        )
+    assert on_disk["ratios"]["onnx"]["featurize_vs_raw"] == min(p["ratio"] for p in pairs)  # median of 2: lower
     layout = on_disk["config"]["layout"]
     shapes = {(r["procs"], r["threads"]) for r in on_disk["raw"]["onnx"]}
     assert (layout["concurrent_tasks"], layout["threads_per_task"]) in shapes
@@ -67,5 +88,8 @@ def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
     assert [r["when"] for r in on_disk["raw"]["onnx"]][-1] == "after the jobs"
     report = (tmp_path / "RESULTS.md").read_text()
     assert "## Raw model throughput" in report and "## Job runs" in report and "## Targets" in report
+    assert (
+        "## Steady state against raw, paired" in report and report.count("| onnx | ") == 3 + 2 + 2
+    )  # raw table, job runs, pairs
     assert "model processed == image count in every job run: yes" in report
     assert "seed notebook" not in report  # skipped with --seed-n 0
