@@ -59,7 +59,7 @@ def _env() -> dict[str, str]:
 
 
 def timed_tree(cmd: list[str], log: Path, timeout: float) -> tuple[float, dict, list[str], list[dict]]:
-    """Run `cmd`, sampling its process tree's memory.
+    """Run `cmd`, sampling its process tree's memory until it prints its first `RUN ` line (or exits).
 
     Returns (wall s, peaks at exit, stdout lines, [{"line", "at_s", "peaks"}] for each `RUN ` line:
     seconds since spawn and memory peaks so far when the line was printed).
@@ -76,6 +76,9 @@ def timed_tree(cmd: list[str], log: Path, timeout: float) -> tuple[float, dict, 
                 if line.startswith("RUN "):
                     run = json.loads(line[4:])
                     marks.append({**run, "at_s": run["finished_at"] - start_wall, "peaks": asdict(sampler.peaks)})
+                    # Memory is reported for the first run; later runs (the steady state) are timed
+                    # against raw figures measured without a sampler, so they run without one too.
+                    sampler.stop()
             proc.wait(timeout=timeout)
     wall = time.perf_counter() - start
     if proc.returncode != 0:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,16 @@ def test_tree_sampler_sees_the_process_memory() -> None:
     assert sampler.peaks.samples >= 3
     assert 300 <= sampler.peaks.driver_python_mib < 600
     assert sampler.peaks.jvm_mib == 0 and sampler.peaks.workers_max_count == 0
+
+
+def test_tree_sampler_stop_keeps_the_peaks_and_ends_sampling() -> None:
+    with TreeSampler(os.getpid(), interval=0.01) as sampler:
+        time.sleep(0.2)
+        sampler.stop()
+        taken = sampler.peaks.samples
+        time.sleep(0.1)
+        assert taken >= 3 and sampler.peaks.samples == taken
+        assert sampler.peaks.driver_python_mib > 0
 
 
 @pytest.mark.slow
