@@ -41,9 +41,15 @@ def main(argv: list[str] | None = None) -> None:
     def raw() -> None:
         from bench.run import run_raw
 
-        model, images = Path(args.raw_model), Path(args.raw_images)
-        shape = (args.raw_threads, args.raw_procs, args.raw_batch_size, args.raw_seconds)
-        result = run_raw(args.engine, model, images, *shape)
+        result = run_raw(
+            args.engine,
+            Path(args.raw_model),
+            Path(args.raw_images),
+            threads=args.raw_threads,
+            procs=args.raw_procs,
+            batch=args.raw_batch_size,
+            seconds=args.raw_seconds,
+        )
         print("RAW " + json.dumps({"finished_at": time.time(), **result}), flush=True)
 
     from job.config import JobConfig

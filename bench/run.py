@@ -314,8 +314,14 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
     for engine in engines:
         for n in sizes:
             repeat = 1 + args.warm_repeats if n == args.n else 1  # warm repeats at N only: each costs a featurization
-            paired = {"model": models[engine], "images": FRUITS, "procs": job_shape[0], "threads": job_shape[1]}
-            paired |= {"batch_size": layout["batch_size"], "seconds": args.raw_seconds}
+            paired = {
+                "model": models[engine],
+                "images": FRUITS,
+                "procs": job_shape[0],
+                "threads": job_shape[1],
+                "batch_size": layout["batch_size"],
+                "seconds": args.raw_seconds,
+            }
             results["jobs"].append(run_job(engine, sets[n], n, weights, work, args.cores, repeat, paired))
     for engine in engines:
         results["raw"][engine].append(raw(engine, *job_shape, "after the jobs"))
