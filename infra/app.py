@@ -9,8 +9,8 @@ from aws_cdk import App, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from infra.cluster import ClusterStack
-from infra.settings import Settings
 from infra.storage import StorageStack
+from spec.settings import Settings
 
 
 def settings_from_app(app: App) -> Settings:

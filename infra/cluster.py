@@ -1,7 +1,7 @@
 """Cluster stack: the EMR cluster, its roles, security configuration, bootstrap upload and outputs.
 
 The cluster's definition (applications, configurations, fleets, policies, bootstrap arguments) comes from
-``infra.emr_spec``, the same module the launcher uses for transient clusters; this file only wires it to
+``spec.emr_spec``, the same module the launcher uses for transient clusters; this file only wires it to
 the resources CloudFormation creates. The stack outputs are the launcher's contract.
 """
 
@@ -20,10 +20,10 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
-from infra import artifacts, emr_spec
 from infra.nag import acknowledge, finding
-from infra.settings import REPO_ROOT, Settings
 from infra.storage import FLOW_LOGS_PREFIX, StorageNames
+from spec import artifacts, emr_spec
+from spec.settings import REPO_ROOT, Settings
 
 EMR_LOG_PREFIX = "emr/"
 JOB_BUILD_DIR = REPO_ROOT / "build" / "infra" / "job"
@@ -326,7 +326,7 @@ class ClusterStack(Stack):
         self, settings: Settings, project_bucket: s3.IBucket, job_package_dir: Path | None
     ) -> dict[str, Any]:
         """Upload the job package to its content-addressed keys and build the step a user pastes."""
-        from launcher.package import build_package  # the launcher's packager: one zip format for both paths
+        from spec.package import build_package  # the launcher's packager: one zip format for both paths
 
         out_dir = job_package_dir or JOB_BUILD_DIR
         package = build_package(out_dir / "build")

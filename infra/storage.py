@@ -18,7 +18,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.nag import acknowledge
-from infra.settings import Settings
+from spec.settings import Settings
 
 ACCESS_LOGS_PREFIX = "s3-access/project/"
 FLOW_LOGS_PREFIX = "vpc-flow-logs/"

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import click
 
 from launcher import errors
+from spec.errors import SpecError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -53,6 +54,8 @@ class FeaturizerGroup(click.Group):
         except errors.LauncherError as err:
             code = next(code for kind, code in _EXIT_CODES if isinstance(err, kind))
             raise Failure(str(err), code) from None
+        except SpecError as err:  # settings, run options, packaging: all fixable by the user
+            raise Failure(str(err), EXIT_USAGE) from None
         except KeyboardInterrupt:
             raise Failure("interrupted", 130) from None
         except Exception as err:  # the "never a traceback" promise, with a way to get one
@@ -148,7 +151,7 @@ def demo(ctx: click.Context, args: tuple[str, ...]) -> None:
 )
 def package(out_dir: Path) -> None:
     """Build the job zip and entry point; the same sources give the same bytes and digest."""
-    from launcher.package import build_package
+    from spec.package import build_package
 
     built = build_package(out_dir)
     click.echo(f"digest {built.digest}")
@@ -200,8 +203,8 @@ def deploy(
 ) -> None:
     """Upload the package (and bootstrap files) to content-addressed keys; unchanged files are skipped."""
     from launcher import deploy as deploying
-    from launcher.package import build_package
     from launcher.stack import resolve
+    from spec.package import build_package
 
     outputs = resolve(state.aws(), stack) if stack else None
     bucket, prefix = _bucket_and_prefix(bucket, prefix, outputs)
@@ -264,10 +267,10 @@ def submit(state: State, **params: Any) -> None:
     stdout: the step id on the first line, then the step as JSON for `aws emr add-steps --steps file://...`.
     Extra job arguments may follow `--`.
     """
-    from infra import emr_spec
     from launcher import deploy as deploying
     from launcher import submit as submitting
-    from launcher.package import build_package
+    from spec import emr_spec
+    from spec.package import build_package
 
     timeout, poll = _durations(params["timeout"], params["poll"])
     input_uri = submitting.parse_s3_uri(params["input_uri"], option="--input")
@@ -369,11 +372,11 @@ def cluster() -> None:
 @pass_state
 def cluster_up(state: State, **params: Any) -> None:
     """Start a cluster that runs the job once and terminates; print the cluster id (then the step id)."""
-    from infra import artifacts
     from launcher import cluster as clusters
     from launcher import deploy as deploying
     from launcher import submit as submitting
-    from launcher.package import build_package
+    from spec import artifacts
+    from spec.package import build_package
 
     if not params["transient"]:
         raise click.UsageError("only --transient clusters are started here; long-lived ones come from `cdk deploy`")

@@ -1,6 +1,6 @@
 """Upload the job package and the bootstrap files to content-addressed S3 keys.
 
-Keys carry a digest of the content (`infra.artifacts` defines the layout, shared with the CDK
+Keys carry a digest of the content (`spec.artifacts` defines the layout, shared with the CDK
 stack), so an unchanged file is found in place and skipped, and a running cluster keeps reading
 the version it started with. Each object also records the SHA-256 of its bytes in its metadata:
 an object under our key with other bytes (hand-edited, or written by an older tool) is replaced.
@@ -15,10 +15,10 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 
-from infra import artifacts
 from launcher.aws import Aws
 from launcher.errors import ConfigError
-from launcher.package import Package
+from spec import artifacts
+from spec.package import Package
 
 DEFAULT_PREFIX = artifacts.ARTIFACTS_PREFIX
 SHA256_METADATA = "sha256"

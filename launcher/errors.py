@@ -14,10 +14,6 @@ class ConfigError(LauncherError):
     """Something the user must fix before anything can run (arguments, credentials, names)."""
 
 
-class PackageError(ConfigError):
-    """The job sources cannot be packaged (not found, or not a runnable package)."""
-
-
 class NoCredentials(ConfigError):
     """No AWS credentials were found in the environment, profile or instance metadata."""
 

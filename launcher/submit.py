@@ -2,7 +2,7 @@
 
 Everything that can fail without a cluster (URI form, job arguments, an empty input prefix, a
 terminated cluster) fails here, before a step exists, so a typo costs seconds rather than a
-cluster start-up. The step itself comes from `infra.emr_spec.spark_step`, the same function the
+cluster start-up. The step itself comes from `spec.emr_spec.spark_step`, the same function the
 CDK stack uses for the console step, so the two can never drift apart.
 """
 
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from infra import artifacts, emr_spec
 from launcher.aws import Aws
 from launcher.deploy import Artifact, Deployed, ProgressFactory, deploy, is_deployed
 from launcher.errors import ClusterNotUsable, ConfigError, InputEmpty, InvalidUri
+from spec import artifacts, emr_spec
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from infra import emr_spec
-from infra.settings import load_settings
+from spec import emr_spec
+from spec.settings import load_settings
 from tests.infra.cfn import PROJECT_BUCKET, cfn_lint, flat
 from tests.infra.conftest import Synth, resources, synth
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from infra import artifacts, emr_spec
-from infra.settings import Settings
-from launcher.package import build_package
+from spec import artifacts, emr_spec
+from spec.package import build_package
+from spec.settings import Settings
 from tests.infra.cfn import LOGS_BUCKET, PROJECT_BUCKET, cfn_lint, flat
 from tests.infra.conftest import Synth, resources
 

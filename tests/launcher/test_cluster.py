@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infra import artifacts, emr_spec
-from infra.settings import load_settings
 from launcher import cluster as clusters
 from launcher import deploy as deploying
 from launcher.cli import State
-from launcher.package import build_package
+from spec import artifacts, emr_spec
+from spec.package import build_package
+from spec.settings import load_settings
 
 from .conftest import (
     BUCKET,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from launcher import submit as submitting
-from launcher.package import build_package
+from spec.package import build_package
 
 REPO = Path(__file__).resolve().parents[2]
 FRUITS = REPO / ".." / "shared" / "data" / "fruits360-sample" / "Test"

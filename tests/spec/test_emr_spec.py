@@ -6,8 +6,8 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from infra import emr_spec
-from infra.settings import Settings, load_settings
+from spec import emr_spec
+from spec.settings import Settings, load_settings
 
 RESOURCES = emr_spec.ClusterResources(
     service_role="featurizer-service",

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher.errors import PackageError
-from launcher.package import build_package, job_source_dir
+from spec.errors import PackageError
+from spec.package import build_package, job_source_dir
 
-from .conftest import invoke
+from tests.launcher.conftest import invoke
 
 REPO_JOB = Path(__file__).resolve().parents[2] / "job"
 

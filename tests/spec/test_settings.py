@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from infra import emr_spec
-from infra.settings import CDK_JSON, Settings, SettingsError, load_settings
+from spec import emr_spec
+from spec.settings import CDK_JSON, Settings, SettingsError, load_settings
 
 
 def test_cdk_json_context_holds_every_setting_at_its_default() -> None:
@@ -113,7 +113,7 @@ def test_unreadable_cdk_json_is_a_settings_error(tmp_path: Path) -> None:
 def test_pure_modules_do_not_import_cdk() -> None:
     """The launcher imports these without aws-cdk-lib installed."""
     code = (
-        "import sys, infra.settings, infra.emr_spec, infra.artifacts; "
+        "import sys, spec.settings, spec.emr_spec, spec.artifacts; "
         "bad = [m for m in sys.modules if m.startswith(('aws_cdk', 'constructs', 'jsii'))]; "
         "assert not bad, bad"
     )

@@ -20,11 +20,13 @@ keeps reading the version it started with.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BOOTSTRAP_DIR = REPO_ROOT / "bootstrap"
+# The bootstrap files travel as package data of the `bootstrap` package (pyproject), so this path is
+# right in a checkout and in a non-editable install alike; found without importing anything.
+BOOTSTRAP_DIR = Path(str(importlib.util.find_spec("bootstrap").origin)).parent  # type: ignore[union-attr]
 
 RAW_PREFIX = "raw/"
 RESULTS_PREFIX = "results/"
@@ -87,7 +89,7 @@ def requirements_key(digest: str, profile: str) -> str:
 
 
 def job_keys(digest: str) -> tuple[str, str]:
-    """Keys of the job zip and its entry file for a package digest (launcher.package computes it)."""
+    """Keys of the job zip and its entry file for a package digest (spec.package computes it)."""
     _check_digest(digest)
     prefix = f"{JOB_PREFIX}{digest}/"
     return prefix + "job.zip", prefix + "entrypoint.py"

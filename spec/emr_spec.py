@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from infra.settings import Settings
+from spec.settings import Settings
 
 Spec = dict[str, Any]
 
