@@ -22,13 +22,22 @@ from constructs import Construct
 
 from infra.nag import acknowledge, finding
 from infra.storage import FLOW_LOGS_PREFIX, StorageNames
-from spec import artifacts, emr_spec
+from spec import artifacts, emr_spec, run_spec
 from spec.settings import REPO_ROOT, Settings
 
 EMR_LOG_PREFIX = "emr/"
 JOB_BUILD_DIR = REPO_ROOT / "build" / "infra" / "job"
 CONSOLE_INPUT = artifacts.RAW_PREFIX
 CONSOLE_OUTPUT = f"{artifacts.RESULTS_PREFIX}console-run/"
+
+
+def console_run(settings: Settings, bucket_name: str) -> run_spec.RunSpec:
+    """The run the console step performs: raw/ to results/console-run/ with this deployment's defaults."""
+    return run_spec.RunSpec(
+        input=artifacts.s3_uri(bucket_name, CONSOLE_INPUT), output=artifacts.s3_uri(bucket_name, CONSOLE_OUTPUT)
+    ).with_defaults(run_spec.RunDefaults.from_settings(settings))
+
+
 # Data-key actions: explicit, so nothing is granted by wildcard.
 KMS_USE = [
     "kms:Decrypt",
@@ -137,6 +146,7 @@ class ClusterStack(Stack):
         step = self._console_step(settings, project_bucket, job_package_dir)
         self._acknowledge_deployment_handler(project_bucket)
         self._outputs(
+            settings=settings,
             project_bucket=project_bucket,
             logs_bucket=logs_bucket,
             script_uri=script_uri,
@@ -349,16 +359,13 @@ class ClusterStack(Stack):
             name="featurize",
             zip_uri=artifacts.s3_uri(bucket_name, zip_key),
             entry_uri=artifacts.s3_uri(bucket_name, entry_key),
-            job_args=emr_spec.job_args(
-                settings,
-                input_uri=artifacts.s3_uri(bucket_name, CONSOLE_INPUT),
-                output_uri=artifacts.s3_uri(bucket_name, CONSOLE_OUTPUT),
-            ),
+            job_args=console_run(settings, bucket_name).argv(),
         )
 
     def _outputs(
         self,
         *,
+        settings: Settings,
         project_bucket: s3.IBucket,
         logs_bucket: s3.IBucket,
         script_uri: str,
@@ -386,6 +393,10 @@ class ClusterStack(Stack):
                 "Console 'Add step' > Custom JAR: JAR command-runner.jar, these arguments",
             ),
             "LogUri": (log_uri, "EMR log location"),
+            **{
+                key: (value, f"{key.removeprefix('Default')} a run uses unless it names one (empty: the job's)")
+                for key, value in run_spec.RunDefaults.from_settings(settings).outputs().items()
+            },
             "ServiceRoleName": (service_role.role_name, "EMR service role"),
             "InstanceProfileName": (instance_profile.ref, "EMR EC2 instance profile"),
             "SecurityConfigurationName": (security.ref, "EMR security configuration"),

@@ -21,6 +21,8 @@ import click
 from launcher import errors
 from spec.errors import SpecError
 
+ENGINE_CHOICES = ("tf", "onnx")  # job.config.ENGINES, spelled out so --help needs no job import (tested equal)
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
@@ -217,16 +219,25 @@ def deploy(
 
 
 def _job_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The job's own options, passed through (and validated by the job's parser before submission)."""
+    """The run's options (a `spec.run_spec.RunSpec`), validated by the job's parser before submission."""
     opts = [
         click.option("--input", "input_uri", required=True, help="s3://bucket/prefix of images in class folders."),
         click.option("--output", "output_uri", required=True, help="s3://bucket/prefix for the results."),
-        click.option("--weights", help="imagenet, random, or a weights file (s3:// or a path on the nodes)."),
-        click.option("--variance", type=float, help="PCA explained-variance target in (0, 1]."),
+        click.option(
+            "--weights",
+            help="imagenet, random, an .h5/.onnx file (s3://, or file:///path on the nodes). "
+            "[default: the deployment's staged weights, else imagenet]",
+        ),
+        click.option(
+            "--engine",
+            type=click.Choice(ENGINE_CHOICES),
+            help="Inference engine. [default: onnx for the onnx bootstrap profile or an .onnx model, else tf]",
+        ),
+        click.option("--variance", type=float, help="PCA explained-variance target in (0, 1]. [default: 0.99]"),
         click.option("--k", type=int, help="Fixed number of PCA components (instead of --variance)."),
-        click.option("--batch-size", type=int, help="Images per model call."),
-        click.option("--glob", help="Hadoop glob on file names."),
-        click.option("--engine", type=click.Choice(["tf", "onnx"]), help="Inference engine."),
+        click.option("--batch-size", type=int, help="Images per model call and per Arrow batch. [default: 64]"),
+        click.option("--glob", help="Hadoop glob on file names. [default: .jpg/.jpeg in any case]"),
+        click.option("--threads", type=int, help="Inference threads per Python worker. [default: 0 = auto]"),
         click.argument("job_args", nargs=-1, type=click.UNPROCESSED),
     ]
     for opt in reversed(opts):
@@ -234,12 +245,21 @@ def _job_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _job_argv(params: dict[str, Any]) -> list[str]:
-    argv: list[str] = []
-    for name in ("weights", "variance", "k", "batch_size", "glob", "engine"):
-        if params.get(name) is not None:
-            argv += [f"--{name.replace('_', '-')}", str(params[name])]
-    return [*argv, *params.get("job_args", ())]
+def _run_spec(params: dict[str, Any], defaults: Any) -> Any:
+    """The run the user asked for, with the deployment's defaults filled in (`defaults`: a RunDefaults)."""
+    from spec.run_spec import RunSpec
+
+    run = RunSpec(
+        input=params["input_uri"],
+        output=params["output_uri"],
+        **{name: params.get(name) for name in ("weights", "engine", "batch_size", "variance", "k", "glob", "threads")},
+        extra=tuple(params.get("job_args", ())),
+    )
+    filled = run.with_defaults(defaults)
+    for name in ("weights", "engine"):
+        if getattr(filled, name) != getattr(run, name):
+            click.echo(f"--{name} {getattr(filled, name)} (default of {defaults.source})", err=True)
+    return filled
 
 
 def _wait_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -266,17 +286,25 @@ def submit(state: State, **params: Any) -> None:
 
     stdout: the step id on the first line, then the step as JSON for `aws emr add-steps --steps file://...`.
     Extra job arguments may follow `--`.
+
+    Defaults of a cluster run: with --stack, the stack's DefaultWeights/DefaultEngine outputs (the weights
+    the bootstrap staged, the engine of its profile); with --cluster-id, the job's own (imagenet, tf).
     """
     from launcher import deploy as deploying
     from launcher import submit as submitting
     from spec import emr_spec
     from spec.package import build_package
+    from spec.run_spec import RunDefaults
 
     timeout, poll = _durations(params["timeout"], params["poll"])
-    input_uri = submitting.parse_s3_uri(params["input_uri"], option="--input")
-    output_uri = submitting.parse_s3_uri(params["output_uri"], option="--output")
+    submitting.parse_s3_uri(params["input_uri"], option="--input")
+    submitting.parse_s3_uri(params["output_uri"], option="--output")
     cluster_id, outputs = _resolve_cluster(state, params["cluster_id"], params["stack"])
     bucket, prefix = _bucket_and_prefix(params["bucket"], params["prefix"], outputs)
+    run = _run_spec(params, outputs.run_defaults if outputs is not None else RunDefaults())
+    submitting.step_args(run)  # the job's own checks first: they name the real problem
+    if outputs is not None:
+        submitting.check_role_scope(run, outputs.bucket)
     built = build_package(params["out_dir"])
     result = submitting.submit(
         state.aws(),
@@ -284,9 +312,7 @@ def submit(state: State, **params: Any) -> None:
         bucket=bucket,
         package_items=deploying.package_artifacts(built, prefix),
         digest=built.digest,
-        input_uri=input_uri,
-        output_uri=output_uri,
-        options=_job_argv(params),
+        run=run,
         progress=_upload_progress(sys.stderr),
     )
     for item in result.deployed:
@@ -371,12 +397,17 @@ def cluster() -> None:
 )
 @pass_state
 def cluster_up(state: State, **params: Any) -> None:
-    """Start a cluster that runs the job once and terminates; print the cluster id (then the step id)."""
+    """Start a cluster that runs the job once and terminates; print the cluster id (then the step id).
+
+    Defaults of the run: the weights the bootstrap stages and the engine of its profile, from cdk.json and
+    --context (the same values the stack's console step uses).
+    """
     from launcher import cluster as clusters
     from launcher import deploy as deploying
     from launcher import submit as submitting
     from spec import artifacts
     from spec.package import build_package
+    from spec.run_spec import RunDefaults
 
     if not params["transient"]:
         raise click.UsageError("only --transient clusters are started here; long-lived ones come from `cdk deploy`")
@@ -388,10 +419,9 @@ def cluster_up(state: State, **params: Any) -> None:
     bucket, prefix = params["bucket"], params["prefix"] or deploying.DEFAULT_PREFIX
     log_uri = params["log_uri"] or f"s3://{bucket}/logs/"
     submitting.parse_s3_uri(log_uri, option="--log-uri")
-    options = _job_argv(params)
-    if params["weights"] is None and settings.weights_local_path:
-        options = ["--weights", settings.weights_local_path, *options]  # staged on the nodes by the bootstrap
-    args = submitting.job_args(input_uri, output_uri, options)
+    source = "cdk.json" + (" and --context" if params["context"] else "")
+    run = _run_spec(params, RunDefaults.from_settings(settings, source=source))
+    args = submitting.step_args(run)
     aws = state.aws()
     submitting.check_input(aws, input_uri)
     submitting.check_output(aws, output_uri)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from launcher.aws import Aws
 from launcher.errors import InvalidUri, StackOutputsMissing
+from spec.run_spec import RunDefaults
 
 REQUIRED = ("ClusterId", "ProjectBucketName")
 
@@ -21,6 +22,7 @@ class StackOutputs:
     artifacts_prefix: str | None = None
     bootstrap_script_uri: str | None = None
     console_step_json: str | None = None
+    run_defaults: RunDefaults = field(default_factory=RunDefaults)
 
     def artifacts_key_prefix(self, default: str) -> str:
         """The key prefix under the project bucket from `ArtifactsPrefix` (an s3:// URI), else `default`."""
@@ -53,4 +55,5 @@ def resolve(aws: Aws, name: str) -> StackOutputs:
         artifacts_prefix=outputs.get("ArtifactsPrefix") or None,
         bootstrap_script_uri=outputs.get("BootstrapScriptUri") or None,
         console_step_json=outputs.get("ConsoleStepJson") or None,
+        run_defaults=RunDefaults.from_outputs(outputs, stack=name),
     )

@@ -2,8 +2,9 @@
 
 Everything that can fail without a cluster (URI form, job arguments, an empty input prefix, a
 terminated cluster) fails here, before a step exists, so a typo costs seconds rather than a
-cluster start-up. The step itself comes from `spec.emr_spec.spark_step`, the same function the
-CDK stack uses for the console step, so the two can never drift apart.
+cluster start-up. The job's argv comes from `spec.run_spec.RunSpec` and the step from
+`spec.emr_spec.spark_step`, the same functions the CDK stack uses for the console step, so the two
+can never drift apart.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from launcher.aws import Aws
 from launcher.deploy import Artifact, Deployed, ProgressFactory, deploy, is_deployed
 from launcher.errors import ClusterNotUsable, ConfigError, InputEmpty, InvalidUri
 from spec import artifacts, emr_spec
+from spec.run_spec import RunSpec
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -53,18 +55,31 @@ def parse_s3_uri(value: str, *, option: str) -> S3Uri:
     return S3Uri(bucket, key)
 
 
-def job_args(input_uri: S3Uri, output_uri: S3Uri, options: Sequence[str]) -> list[str]:
-    """The job's argv for a cluster run, checked by the job's own parser before anything is sent."""
-    args = ["--input", str(input_uri), "--output", str(output_uri), *options]
-    if any(a == "--master" or a.startswith("--master=") for a in options):
-        raise ConfigError("--master is chosen by EMR (YARN) for a cluster run; remove it")
-    from job.config import UsageError, from_argv  # pure argparse; no Spark or TensorFlow
+def step_args(run: RunSpec) -> list[str]:
+    """The job's argv for a cluster run: both locations must be S3, and the job's parser accepts it."""
+    parse_s3_uri(run.input, option="--input")
+    parse_s3_uri(run.output, option="--output")
+    return run.argv()
 
-    try:
-        from_argv(args)
-    except UsageError as err:
-        raise ConfigError(f"job arguments: {err}") from None
-    return args
+
+def check_role_scope(run: RunSpec, bucket: str) -> None:
+    """With the stack's cluster, the nodes' instance role reads raw/ and artifacts/ and writes results/ of
+    the project bucket, nothing else (infra/cluster.py): refuse a run that would die on AccessDenied."""
+    readable = (artifacts.RAW_PREFIX, artifacts.ARTIFACTS_PREFIX)
+    where = {
+        "--input": (run.input, readable[:1]),
+        "--output": (run.output, (artifacts.RESULTS_PREFIX,)),
+    }
+    if run.weights and run.weights.startswith("s3://"):
+        where["--weights"] = (run.weights, readable)
+    for option, (uri, prefixes) in where.items():
+        parsed = parse_s3_uri(uri, option=option)
+        if parsed.bucket != bucket or not any(parsed.folder.startswith(p) for p in prefixes):
+            allowed = " or ".join(f"s3://{bucket}/{p}" for p in prefixes)
+            raise ConfigError(
+                f"{option} {uri} is outside what the cluster's instance role may use ({allowed}); "
+                "copy the data there, or extend the role in infra/cluster.py"
+            )
 
 
 def spark_step(*, name: str, zip_uri: str, entry_uri: str, args: Sequence[str]) -> dict[str, Any]:
@@ -119,13 +134,16 @@ def submit(
     bucket: str,
     package_items: Sequence[Artifact],
     digest: str,
-    input_uri: S3Uri,
-    output_uri: S3Uri,
-    options: Sequence[str] = (),
+    run: RunSpec,
     progress: ProgressFactory | None = None,
 ) -> Submission:
-    """Check everything, deploy the package when S3 lacks it, then add the step."""
-    args = job_args(input_uri, output_uri, options)
+    """Check everything, deploy the package when S3 lacks it, then add the step.
+
+    ``run`` already carries the deployment's defaults (``RunSpec.with_defaults``).
+    """
+    args = step_args(run)
+    input_uri = parse_s3_uri(run.input, option="--input")
+    output_uri = parse_s3_uri(run.output, option="--output")
     check_cluster(aws, cluster_id)
     check_input(aws, input_uri)
     check_output(aws, output_uri)

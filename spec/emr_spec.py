@@ -28,6 +28,10 @@ Spec = dict[str, Any]
 MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
 APPLICATIONS = ("Hadoop", "Spark", "Livy", "JupyterEnterpriseGateway")
 BOOTSTRAP_ACTION_NAME = "featurizer-python-venv"
+# Settings of every step. YARN relaunches a failed application master (= the driver in cluster mode)
+# once by default, which would rerun a whole featurization after any failure, even exit 2 for a bad
+# argument: one attempt, and the step reports the failure.
+STEP_CONF = {"spark.yarn.maxAppAttempts": "1"}
 
 
 @dataclass(frozen=True)
@@ -197,16 +201,6 @@ def security_configuration(settings: Settings, kms_key_arn: str) -> Spec:
     }
 
 
-def job_args(settings: Settings, *, input_uri: str, output_uri: str) -> list[str]:
-    """The job's arguments for a run on this cluster: staged weights when the bootstrap provides them."""
-    args = ["--input", input_uri, "--output", output_uri]
-    if settings.weights_local_path is not None:
-        args += ["--weights", settings.weights_local_path]
-    if settings.bootstrap_profile == "onnx":
-        args += ["--engine", "onnx"]  # the light profile has onnxruntime and no TensorFlow
-    return args
-
-
 def spark_step(
     *,
     name: str,
@@ -215,15 +209,23 @@ def spark_step(
     job_args: Sequence[str],
     action_on_failure: str = "CONTINUE",
 ) -> Spec:
-    """An EMR step running the job with spark-submit through command-runner.jar (argv, no shell quoting)."""
+    """An EMR step running the job with spark-submit through command-runner.jar (argv, no shell quoting).
+
+    ``job_args`` come from ``spec.run_spec.RunSpec.argv``. The step sets what only a step can:
+    cluster deploy mode (the driver in a YARN container on a core node, see the node labels in
+    ``configurations``) and :data:`STEP_CONF`.
+    """
+    conf = [item for key, value in STEP_CONF.items() for item in ("--conf", f"{key}={value}")]
     return {
         "Name": name,
         "ActionOnFailure": action_on_failure,
         "HadoopJarStep": {
             "Jar": "command-runner.jar",
-            "Args": ["spark-submit", "--deploy-mode", "cluster", "--py-files", zip_uri, entry_uri, *job_args],
+            "Args": [
+                "spark-submit", "--deploy-mode", "cluster", *conf, "--py-files", zip_uri, entry_uri, *job_args,
+            ],
         },
-    }
+    }  # fmt: skip
 
 
 def cli_step(step: Spec) -> Spec:

@@ -53,12 +53,12 @@ def test_transient_cluster_runs_the_step_from_the_shared_definition(project: Pro
     steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert [s["Id"] for s in steps] == [step_id]
     args = steps[0]["Config"]["Args"]
-    assert args[:6] == [
-        "spark-submit", "--deploy-mode", "cluster", "--py-files",
+    assert args[:8] == [
+        "spark-submit", "--deploy-mode", "cluster", "--conf", "spark.yarn.maxAppAttempts=1", "--py-files",
         f"s3://{BUCKET}/artifacts/job/{package.digest}/job.zip",
         f"s3://{BUCKET}/artifacts/job/{package.digest}/entrypoint.py",
     ]  # fmt: skip
-    assert args[6:] == ["--input", INPUT, "--output", OUTPUT, "--k", "8"]
+    assert args[8:] == ["--input", INPUT, "--output", OUTPUT, "--k", "8"]
 
 
 def test_transient_with_wait_reports_the_step(project: Project) -> None:
@@ -112,3 +112,17 @@ def test_transient_request_is_the_shared_definition_without_keep_alive() -> None
         roles=clusters.Roles(security_configuration="featurizer-sec"),
     )  # fmt: skip
     assert with_security["SecurityConfiguration"] == "featurizer-sec"
+
+
+def test_transient_cluster_of_the_onnx_profile_runs_the_onnx_engine_on_the_staged_model(project: Project) -> None:
+    sha = "0" * 64
+    context = ["-c", "bootstrap_profile=onnx", "-c", "weights_s3_uri=s3://proj-bucket/artifacts/weights/m.onnx"]
+    result = _up(*context, "-c", f"weights_sha256={sha}")
+    assert result.exit_code == 0, result.stderr
+    cluster_id = result.stdout.split()[0]
+    args = project.session.client("emr").list_steps(ClusterId=cluster_id)["Steps"][0]["Config"]["Args"]
+    job = args[args.index("--input") :]
+    assert job == [
+        "--input", INPUT, "--output", OUTPUT,
+        "--weights", "file:///opt/featurizer/weights/m.onnx", "--engine", "onnx",
+    ]  # fmt: skip

@@ -86,7 +86,7 @@ def test_cli_over_http_and_the_aws_cli_accepts_the_printed_step(endpoint: str, t
     b = emr.describe_step(ClusterId=cluster_id, StepId=theirs)["Step"]
     assert ours != theirs
     assert b["Config"]["Args"] == a["Config"]["Args"]
-    assert a["Config"]["Args"][0:4] == ["spark-submit", "--deploy-mode", "cluster", "--py-files"]
+    assert a["Config"]["Args"][0:4] == ["spark-submit", "--deploy-mode", "cluster", "--conf"]
     assert (b["Name"], b["ActionOnFailure"], b["Config"]["Jar"]) == (a["Name"], "CONTINUE", "command-runner.jar")
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from launcher import submit as submitting
 from spec.package import build_package
+from spec.run_spec import RunSpec
 
 REPO = Path(__file__).resolve().parents[2]
 FRUITS = REPO / ".." / "shared" / "data" / "fruits360-sample" / "Test"
@@ -55,11 +56,7 @@ def test_the_shipped_zip_runs_under_local_spark_submit(tmp_path: Path) -> None:
     built = build_package(tmp_path / "dist")
     s3_in, s3_out = "s3://proj-bucket/raw/fruits", "s3://proj-bucket/results/run"
     zip_uri, entry_uri = "s3://proj-bucket/artifacts/job/d/job.zip", "s3://proj-bucket/artifacts/job/d/entrypoint.py"
-    args = submitting.job_args(
-        submitting.parse_s3_uri(s3_in, option="--input"),
-        submitting.parse_s3_uri(s3_out, option="--output"),
-        ["--weights", "random", "--k", "5", "--batch-size", "16"],
-    )
+    args = submitting.step_args(RunSpec(input=s3_in, output=s3_out, weights="random", k=5, batch_size=16))
     step = submitting.spark_step(name="t", zip_uri=zip_uri, entry_uri=entry_uri, args=args)
     output = tmp_path / "output"
     local = {zip_uri: str(built.zip_path), entry_uri: str(built.entry_path), s3_in: str(images), s3_out: str(output)}

@@ -10,7 +10,7 @@ from click.testing import Result
 
 from spec.package import build_package
 
-from .conftest import BUCKET, INPUT, OUTPUT, STACK, Faults, Project, error_line, invoke, make_stack
+from .conftest import BUCKET, INPUT, OUTPUT, STACK, Faults, Project, error_line, invoke, make_stack, stack_outputs
 
 
 def _printed(result: Result) -> tuple[str, list[dict[str, object]]]:
@@ -33,7 +33,8 @@ def test_submit_deploys_the_package_and_adds_the_exact_step(project: Project, tm
     zip_uri = f"s3://{BUCKET}/artifacts/job/{digest}/job.zip"
     entry_uri = f"s3://{BUCKET}/artifacts/job/{digest}/entrypoint.py"
     expected_args = [
-        "spark-submit", "--deploy-mode", "cluster", "--py-files", zip_uri, entry_uri,
+        "spark-submit", "--deploy-mode", "cluster", "--conf", "spark.yarn.maxAppAttempts=1",
+        "--py-files", zip_uri, entry_uri,
         "--input", INPUT, "--output", OUTPUT, "--weights", "random", "--k", "20",
     ]  # fmt: skip
     sent = project.session.client("emr").describe_step(ClusterId=project.cluster_id, StepId=step_id)["Step"]
@@ -80,11 +81,14 @@ def test_extra_job_args_after_double_dash_reach_the_step(project: Project) -> No
         ({}, ["--k", "0"], "--k must be between 1 and 1280"),
         ({}, ["--variance", "1.5"], "--variance must be in (0, 1]"),
         ({"--output": INPUT + "/sub"}, [], "must not be inside --input"),
-        ({}, ["--", "--master", "local[2]"], "--master is chosen by EMR"),
+        ({}, ["--", "--master", "local[2]"], "--master is chosen by the cluster"),
         ({"--input": f"s3://{BUCKET}/raw/nothing-here"}, [], "is empty or does not exist"),
         ({"--input": f"s3://{BUCKET}/raw/fruit"}, [], "is empty or does not exist"),  # a prefix of raw/fruits/
-        ({"--input": "s3://missing-bucket/raw"}, [], "bucket 'missing-bucket' does not exist"),
-        ({"--output": "s3://missing-bucket/out"}, [], "bucket 'missing-bucket' does not exist"),
+        # With --stack, the instance role reads raw/ and writes results/ of the project bucket only.
+        ({"--input": "s3://missing-bucket/raw"}, [], "outside what the cluster's instance role may use"),
+        ({"--output": f"s3://{BUCKET}/out"}, [], f"(s3://{BUCKET}/results/)"),
+        ({"--input": f"s3://{BUCKET}/artifacts/x"}, [], f"(s3://{BUCKET}/raw/)"),
+        ({}, ["--weights", "s3://other-bucket/w.h5"], "--weights s3://other-bucket/w.h5 is outside"),
     ],
 )
 def test_bad_runs_fail_before_any_step_exists(
@@ -94,6 +98,16 @@ def test_bad_runs_fail_before_any_step_exists(
     result = invoke("submit", "--stack", STACK, *[x for pair in options.items() for x in pair], *extra)
     assert result.exit_code == 2
     assert message in error_line(result)
+    assert project.session.client("emr").list_steps(ClusterId=project.cluster_id)["Steps"] == []
+
+
+@pytest.mark.parametrize("option", ["--input", "--output"])
+def test_a_missing_bucket_fails_before_any_step_exists(project: Project, option: str) -> None:
+    options = {"--input": INPUT, "--output": OUTPUT, option: "s3://missing-bucket/x"}
+    args = [x for pair in options.items() for x in pair]
+    result = invoke("submit", "--cluster-id", project.cluster_id, "--bucket", BUCKET, *args)
+    assert result.exit_code == 2
+    assert "bucket 'missing-bucket' does not exist" in error_line(result)
     assert project.session.client("emr").list_steps(ClusterId=project.cluster_id)["Steps"] == []
 
 
@@ -128,3 +142,32 @@ def test_cluster_id_needs_a_bucket(project: Project) -> None:
     result = _submit(target=("--cluster-id", project.cluster_id))
     assert result.exit_code == 2
     assert "--bucket is required" in result.stderr
+
+
+def test_submit_with_stack_uses_the_stacks_published_run_defaults(project: Project) -> None:
+    # An onnx-profile stack: the nodes have onnxruntime and the staged model, no TensorFlow, maybe no internet.
+    staged = "file:///opt/featurizer/weights/m.onnx"
+    outputs = {**stack_outputs(project.cluster_id), "DefaultWeights": staged, "DefaultEngine": "onnx"}
+    make_stack(project.session, outputs, name="onnx-stack")
+    result = _submit("--k", "8", target=("--stack", "onnx-stack"))
+    assert result.exit_code == 0, result.stderr
+    step_id, _ = _printed(result)
+    sent = project.session.client("emr").describe_step(ClusterId=project.cluster_id, StepId=step_id)["Step"]
+    job_args = sent["Config"]["Args"][sent["Config"]["Args"].index("--input") :]
+    assert job_args == ["--input", INPUT, "--output", OUTPUT, "--weights", staged, "--engine", "onnx", "--k", "8"]
+    assert f"--weights {staged} (default of stack onnx-stack)" in result.stderr
+    explicit = _submit("--weights", "random", "--engine", "tf", target=("--stack", "onnx-stack"))
+    assert explicit.exit_code == 0, explicit.stderr
+    step_id, _ = _printed(explicit)
+    sent = project.session.client("emr").describe_step(ClusterId=project.cluster_id, StepId=step_id)["Step"]
+    assert sent["Config"]["Args"][-4:] == ["--weights", "random", "--engine", "tf"]
+
+
+def test_every_job_option_of_the_cli_shows_where_its_default_comes_from() -> None:
+    result = invoke("submit", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "with --stack, the stack's DefaultWeights/DefaultEngine outputs" in text
+    for option in ("--weights", "--engine", "--variance", "--batch-size", "--glob", "--threads"):
+        assert f"{option} " in text
+    assert text.count("[default:") >= 6

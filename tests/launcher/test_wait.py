@@ -149,7 +149,7 @@ def test_submit_wait_follows_the_new_step(project: Project) -> None:
 
     clock.on_sleep = on_sleep
     result = invoke(
-        "submit", "--stack", STACK, "--input", "s3://proj-bucket/raw/fruits", "--output", "s3://proj-bucket/out",
+        "submit", "--stack", STACK, "--input", "s3://proj-bucket/raw/fruits", "--output", "s3://proj-bucket/results/out",
         "--wait", "--timeout", "2h", obj=State(clock=clock),
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr

@@ -12,7 +12,6 @@ import pytest
 
 from spec.errors import PackageError
 from spec.package import build_package, job_source_dir
-
 from tests.launcher.conftest import invoke
 
 REPO_JOB = Path(__file__).resolve().parents[2] / "job"

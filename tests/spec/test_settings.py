@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spec import emr_spec
+from spec.run_spec import RunDefaults
 from spec.settings import CDK_JSON, Settings, SettingsError, load_settings
 
 
@@ -129,5 +129,5 @@ def test_onnx_profile_needs_an_exported_onnx_model() -> None:
         load_settings({"bootstrap_profile": "onnx", **keras_file})
     onnx_file = {"weights_s3_uri": "s3://weights-bucket/m.onnx", "weights_sha256": sha}
     settings = load_settings({"bootstrap_profile": "onnx", **onnx_file})
-    args = emr_spec.job_args(settings, input_uri="s3://data-bucket/in/", output_uri="s3://data-bucket/out/")
-    assert args[-2:] == ["--engine", "onnx"]
+    defaults = RunDefaults.from_settings(settings)
+    assert defaults.engine == "onnx" and defaults.weights == "file:///opt/featurizer/weights/m.onnx"

@@ -1,0 +1,133 @@
+"""One typed run spec: what a cluster run of the job is asked to do, turned into the job's argv in one place.
+
+The console step the CDK stack publishes, ``featurizer submit`` and ``featurizer cluster up`` all build a
+:class:`RunSpec`, fill what the user left open from the deployment's :class:`RunDefaults` (the staged
+weights and the engine of the bootstrap profile) and render it with :meth:`RunSpec.argv`. So a step can
+never again run the TensorFlow engine on nodes that only have ONNX Runtime, or download ImageNet weights
+on a cluster that had them staged.
+
+Pure Python: the job's own parser (``job.config``, argparse only) validates the argv before anything is
+sent, so a typo fails in milliseconds on the user's machine rather than after a cluster start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from job.config import ENGINES, UsageError, from_argv
+from spec.errors import RunSpecError
+from spec.settings import Settings
+
+# The stack outputs that carry a deployment's run defaults (launcher.stack reads them back).
+DEFAULT_WEIGHTS_OUTPUT = "DefaultWeights"
+DEFAULT_ENGINE_OUTPUT = "DefaultEngine"
+
+
+def node_local_uri(path: str) -> str:
+    """A file on every node as a URI Hadoop reads locally.
+
+    A path without a scheme resolves against ``fs.defaultFS``, which is HDFS on EMR, so the staged
+    weights must be named ``file:///...`` explicitly.
+    """
+    if path.startswith("file:"):
+        return path
+    if not path.startswith("/"):
+        raise RunSpecError(f"a node-local path must be absolute, got {path!r}")
+    return "file://" + path
+
+
+@dataclass(frozen=True)
+class RunDefaults:
+    """What a deployment fills in when a run leaves it open; ``source`` says where the values came from."""
+
+    weights: str | None = None
+    engine: str | None = None
+    source: str = "the job's own defaults"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, source: str = "cdk.json") -> RunDefaults:
+        """Staged weights (as a ``file://`` URI) and the onnx engine for the onnx bootstrap profile."""
+        weights = node_local_uri(settings.weights_local_path) if settings.weights_local_path else None
+        engine = "onnx" if settings.bootstrap_profile == "onnx" else None
+        return cls(weights=weights, engine=engine, source=source)
+
+    @classmethod
+    def from_outputs(cls, outputs: Mapping[str, str], *, stack: str) -> RunDefaults:
+        """The defaults a deployed stack published (empty outputs mean: the job's own default)."""
+        weights = outputs.get(DEFAULT_WEIGHTS_OUTPUT) or None
+        engine = outputs.get(DEFAULT_ENGINE_OUTPUT) or None
+        return cls(weights=weights, engine=engine, source=f"stack {stack}")
+
+    def outputs(self) -> dict[str, str]:
+        """These defaults as stack output values (an empty string where the job's default applies)."""
+        return {DEFAULT_WEIGHTS_OUTPUT: self.weights or "", DEFAULT_ENGINE_OUTPUT: self.engine or ""}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A run's options; ``None`` means "the deployment's default, else the job's"."""
+
+    input: str
+    output: str
+    weights: str | None = None
+    engine: str | None = None
+    batch_size: int | None = None
+    variance: float | None = None
+    k: int | None = None
+    glob: str | None = None
+    threads: int | None = None
+    extra: tuple[str, ...] = ()  # further job options, passed through verbatim (after `--`)
+
+    def __post_init__(self) -> None:
+        if self.engine is not None and self.engine not in ENGINES:
+            raise RunSpecError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if any(a == "--master" or a.startswith("--master=") for a in self.extra):
+            raise RunSpecError("--master is chosen by the cluster (YARN, from spark-defaults); remove it")
+        for name in ("--input", "--output"):
+            if any(a == name or a.startswith(name + "=") for a in self.extra):
+                raise RunSpecError(f"{name} is given once, as the run's own option; remove it after --")
+
+    def with_defaults(self, defaults: RunDefaults) -> RunSpec:
+        """Fill the weights and engine the user left open from the deployment's defaults.
+
+        An explicit ``--engine`` given after ``--`` counts as given. A staged ``.onnx`` model implies the
+        onnx engine whatever the profile, since the job refuses an .onnx file with the tf engine.
+        """
+        weights = self.weights if self.weights is not None else _extra_value(self.extra, "--weights")
+        engine = self.engine if self.engine is not None else _extra_value(self.extra, "--engine")
+        fill: dict[str, str] = {}
+        if weights is None and defaults.weights is not None:
+            fill["weights"] = defaults.weights
+            weights = defaults.weights
+        if engine is None:
+            if defaults.engine is not None:
+                fill["engine"] = defaults.engine
+            elif weights is not None and weights.lower().endswith(".onnx"):
+                fill["engine"] = "onnx"
+        return dataclasses.replace(self, **fill)
+
+    def argv(self) -> list[str]:
+        """The job's arguments, validated by the job's own parser."""
+        args = ["--input", self.input, "--output", self.output]
+        for name in ("weights", "engine", "batch_size", "variance", "k", "glob", "threads"):
+            value = getattr(self, name)
+            if value is not None:
+                args += [f"--{name.replace('_', '-')}", str(value)]
+        args += list(self.extra)
+        try:
+            from_argv(args)
+        except UsageError as err:
+            raise RunSpecError(f"job arguments: {err}") from None
+        return args
+
+
+def _extra_value(extra: Sequence[str], flag: str) -> str | None:
+    """The value of ``flag`` among pass-through arguments (``--flag v`` or ``--flag=v``), if present."""
+    for i, arg in enumerate(extra):
+        if arg == flag and i + 1 < len(extra):
+            return extra[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
