@@ -22,6 +22,8 @@ PROFILES = {"requirements.in": "requirements.txt", "requirements-onnx.in": "requ
 # pip does not widen a manylinux --platform to older glibc tags by itself, so list them all.
 GLIBC_TAGS = ["2_34", "2_28", "2_27", "2_26", "2_24", "2_17", "2_5"]
 PLATFORMS = [f"manylinux_{tag}_x86_64" for tag in GLIBC_TAGS] + ["manylinux2014_x86_64", "manylinux1_x86_64"]
+# The nodes' interpreter (EMR 7.x ships python3.11); bootstrap/wheelhouse.py downloads for the same target.
+PYTHON_VERSION = "3.11"
 
 
 def resolve(requirements_in: Path) -> list[tuple[str, str, str]]:
@@ -30,7 +32,7 @@ def resolve(requirements_in: Path) -> list[tuple[str, str, str]]:
         report = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet"]
         cmd += ["--report", str(report), "--target", str(Path(tmp) / "t"), "-r", str(requirements_in)]
-        cmd += ["--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:"]
+        cmd += ["--python-version", PYTHON_VERSION, "--implementation", "cp", "--only-binary=:all:"]
         for platform in PLATFORMS:
             cmd += ["--platform", platform]
         subprocess.run(cmd, check=True)

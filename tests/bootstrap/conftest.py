@@ -33,14 +33,21 @@ case "$1" in
 esac
 """
 
-# A fake AWS CLI: `aws s3 cp SRC DEST` copies $FAKE/s3/<bucket>/<key>; every argv is recorded verbatim.
+# A fake AWS CLI: `aws s3 cp SRC DEST` copies $FAKE/s3/<bucket>/<key>, `aws s3 sync s3://PREFIX/ DIR` copies the
+# folder $FAKE/s3/<bucket>/<prefix> (nothing, and success, when it does not exist, as the real one does);
+# every argv is recorded verbatim.
 FAKE_AWS = r"""#!/usr/bin/env bash
 set -u
 { printf 'ARGV'; printf ' <%s>' "$@"; printf '\n'; } >>"$FAKE/aws_calls"
-[[ "$1 $2" == "s3 cp" ]] || exit 2
+[[ "$1 $2" == "s3 cp" || "$1 $2" == "s3 sync" ]] || exit 2
 src="${*: -2:1}"; dest="${*: -1}"
 left=$(cat "$FAKE/aws_failures" 2>/dev/null || echo 0)
 if ((left > 0)); then echo $((left - 1)) >"$FAKE/aws_failures"; echo "fake aws: throttled" >&2; exit 1; fi
+if [[ $2 == sync ]]; then
+    mkdir -p -- "$dest"
+    if [[ -d "$FAKE/s3/${src#s3://}" ]]; then cp -R -- "$FAKE/s3/${src#s3://}/." "$dest/"; fi
+    exit 0
+fi
 cp -- "$FAKE/s3/${src#s3://}" "$dest"
 """
 

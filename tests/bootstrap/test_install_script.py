@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -153,3 +154,100 @@ def test_missing_requirements_file_fails(fakes: Fakes, tmp_path: Path) -> None:
     result = fakes.run(requirements=tmp_path / "absent.txt")
     assert result.returncode == 1
     assert "could not fetch requirements" in result.stderr
+
+
+# --- --wheelhouse: install from a folder of wheels, never from an index ----------------------------------------
+
+WHEELHOUSE = "s3://bucket/artifacts/wheelhouse/0123456789abcdef"
+
+
+def put_wheelhouse(fakes: Fakes, uri: str = WHEELHOUSE, requirements: Path | None = None, python: str = "3.11") -> None:
+    """A wheelhouse as bootstrap/wheelhouse.py lays it out (one fake wheel + manifest.json) in the fake S3."""
+    req = requirements or REPO / "bootstrap" / "requirements.txt"
+    manifest = {
+        "files": [{"name": "demo-1.0-py3-none-any.whl", "sha256": "a" * 64, "size": 4}],
+        "python_version": python,
+        "requirements_sha256": hashlib.sha256(req.read_bytes()).hexdigest(),
+    }
+    fakes.s3_put(f"{uri}/manifest.json", (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    fakes.s3_put(f"{uri}/demo-1.0-py3-none-any.whl", b"fake")
+
+
+def pip_call(fakes: Fakes) -> str:
+    return next(line for line in (fakes.state / "calls").read_text().splitlines() if " -m pip " in line)
+
+
+def test_wheelhouse_from_s3_is_synced_and_pip_never_uses_an_index(fakes: Fakes) -> None:
+    put_wheelhouse(fakes)
+    (fakes.state / "aws_failures").write_text("1")
+    result = fakes.run("--wheelhouse", WHEELHOUSE + "/")
+    assert result.returncode == 0, result.stderr
+    sync_calls = (fakes.state / "aws_calls").read_text().splitlines()
+    assert len(sync_calls) == 2  # one throttled, one retried
+    assert sync_calls[-1].startswith(f"ARGV <s3> <sync> <--only-show-errors> <{WHEELHOUSE}/> <")
+    local = sync_calls[-1].rsplit(" <", 1)[1].rstrip(">")
+    call = pip_call(fakes)
+    for flag in ("--no-index", f"--find-links {local}", "--require-hashes", "--only-binary=:all:", "--no-deps"):
+        assert flag in call
+    assert "--retries" not in call
+    assert "from the wheelhouse, no package index" in result.stderr
+    assert not Path(local).exists()  # the temporary copy is removed with the run's work folder
+
+
+def test_without_a_wheelhouse_pip_uses_the_index(fakes: Fakes) -> None:
+    assert fakes.run().returncode == 0
+    call = pip_call(fakes)
+    assert "--no-index" not in call and "--find-links" not in call
+    assert "--require-hashes" in call
+
+
+def test_local_wheelhouse_is_used_in_place(fakes: Fakes) -> None:
+    put_wheelhouse(fakes)
+    local = fakes.state / "s3" / WHEELHOUSE.removeprefix("s3://")
+    result = fakes.run("--wheelhouse", str(local))
+    assert result.returncode == 0, result.stderr
+    assert f"--no-index --find-links {local} " in pip_call(fakes)
+    assert fakes.count("aws_calls") == 0
+
+
+def test_an_up_to_date_environment_fetches_no_wheelhouse(fakes: Fakes) -> None:
+    put_wheelhouse(fakes)
+    assert fakes.run("--wheelhouse", WHEELHOUSE).returncode == 0
+    assert fakes.count("aws_calls") == 1
+    second = fakes.run("--wheelhouse", WHEELHOUSE)
+    assert second.returncode == 0, second.stderr
+    assert "up to date" in second.stderr
+    assert fakes.count("aws_calls") == 1 and fakes.count("pip_installs") == 1
+
+
+@pytest.mark.parametrize(
+    ("arrange", "wheelhouse", "message"),
+    [
+        (lambda f: None, WHEELHOUSE, f"wheelhouse {WHEELHOUSE} has no manifest.json"),
+        (lambda f: None, "/nonexistent/wheelhouse", "could not fetch wheelhouse from /nonexistent/wheelhouse"),
+        (lambda f: put_wheelhouse(f, requirements=REPO / "bootstrap" / "requirements-onnx.txt"), WHEELHOUSE,
+         "was built for other requirements"),
+        (lambda f: put_wheelhouse(f, python="3.9"), WHEELHOUSE,
+         "holds wheels for Python 3.9, but python3.11 is 3.11.99"),
+        (lambda f: None, "s3://bucket-only", "--wheelhouse must be an s3://bucket/prefix"),
+    ],
+)  # fmt: skip
+def test_a_wrong_wheelhouse_fails_before_touching_the_environment(
+    fakes: Fakes, arrange, wheelhouse: str, message: str
+) -> None:
+    arrange(fakes)
+    result = fakes.run("--wheelhouse", wheelhouse)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert fakes.count("pip_installs") == 0
+    assert not fakes.venv.exists()
+
+
+@pytest.mark.parametrize("profile", ["tf", "onnx"])
+def test_import_check_covers_opencv(fakes: Fakes, profile: str) -> None:
+    assert fakes.run("--profile", profile).returncode == 0
+    # The fake python logs `python -c CODE MODULE...`; CODE ends with import_module(name).
+    calls = (fakes.state / "calls").read_text()
+    modules = calls.split("importlib.import_module(name)", 1)[1].splitlines()[0].split()
+    assert "cv2" in modules and "numpy" in modules and "PIL" in modules
+    assert ("tensorflow" in modules) == (profile == "tf") and ("onnxruntime" in modules) == (profile == "onnx")
