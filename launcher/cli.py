@@ -380,13 +380,20 @@ def cluster() -> None:
 
 @cluster.command("up")
 @click.option("--transient", is_flag=True, help="Terminate the cluster when the step ends (required).")
-@click.option("--bucket", required=True, help="Bucket for artifacts (and logs, unless --log-uri).")
+@click.option(
+    "--stack",
+    help="CDK cluster stack whose bucket, log location, roles (with the data-key grants), security "
+    "configuration and subnets the transient cluster uses: the same cluster as the stack's, run once.",
+)
+@click.option("--bucket", help="Bucket for artifacts (and logs, unless --log-uri). [default with --stack: the stack's]")
 @click.option("--prefix", help="Key prefix for artifacts (default: artifacts/).")
-@click.option("--log-uri", help="Where EMR writes logs (default: s3://BUCKET/logs/).")
-@click.option("--service-role", default="EMR_DefaultRole", show_default=True)
-@click.option("--instance-profile", default="EMR_EC2_DefaultRole", show_default=True)
-@click.option("--security-configuration", help="Name of an EMR security configuration.")
-@click.option("--subnet", "subnets", multiple=True, help="Subnet id (repeatable; default: cdk.json's).")
+@click.option("--log-uri", help="Where EMR writes logs. [default: the stack's LogUri, else s3://BUCKET/logs/]")
+@click.option("--service-role", help="EMR service role. [default: the stack's, else EMR_DefaultRole]")
+@click.option("--instance-profile", help="EC2 instance profile. [default: the stack's, else EMR_EC2_DefaultRole]")
+@click.option("--security-configuration", help="EMR security configuration. [default: the stack's, else none]")
+@click.option(
+    "--subnet", "subnets", multiple=True, help="Subnet id (repeatable). [default: the stack's, else cdk.json's]"
+)
 @click.option("--context", "-c", "context", multiple=True, help="Override a cdk.json setting: key=value.")
 @click.option("--name", help="Cluster name.")
 @_job_options
@@ -405,6 +412,7 @@ def cluster_up(state: State, **params: Any) -> None:
     from launcher import cluster as clusters
     from launcher import deploy as deploying
     from launcher import submit as submitting
+    from launcher.stack import resolve
     from spec import artifacts
     from spec.package import build_package
     from spec.run_spec import RunDefaults
@@ -416,12 +424,21 @@ def cluster_up(state: State, **params: Any) -> None:
     settings = clusters.settings_from(overrides)
     input_uri = submitting.parse_s3_uri(params["input_uri"], option="--input")
     output_uri = submitting.parse_s3_uri(params["output_uri"], option="--output")
-    bucket, prefix = params["bucket"], params["prefix"] or deploying.DEFAULT_PREFIX
-    log_uri = params["log_uri"] or f"s3://{bucket}/logs/"
+    outputs = resolve(state.aws(), params["stack"]) if params["stack"] else None
+    bucket, prefix = _bucket_and_prefix(params["bucket"], params["prefix"], outputs)
+    log_uri = params["log_uri"] or (outputs and outputs.log_uri) or f"s3://{bucket}/logs/"
     submitting.parse_s3_uri(log_uri, option="--log-uri")
     source = "cdk.json" + (" and --context" if params["context"] else "")
     run = _run_spec(params, RunDefaults.from_settings(settings, source=source))
     args = submitting.step_args(run)
+    if outputs is not None:
+        submitting.check_role_scope(run, outputs.bucket)
+    roles = clusters.Roles(
+        service_role=params["service_role"] or (outputs and outputs.service_role) or "EMR_DefaultRole",
+        instance_profile=params["instance_profile"] or (outputs and outputs.instance_profile) or "EMR_EC2_DefaultRole",
+        security_configuration=params["security_configuration"] or (outputs and outputs.security_configuration),
+    )
+    subnets = params["subnets"] or (outputs.subnet_ids if outputs is not None else ())
     aws = state.aws()
     submitting.check_input(aws, input_uri)
     submitting.check_output(aws, output_uri)
@@ -445,8 +462,8 @@ def cluster_up(state: State, **params: Any) -> None:
         bootstrap=bootstrap_items,
         step=step,
         log_uri=log_uri,
-        roles=clusters.Roles(params["service_role"], params["instance_profile"], params["security_configuration"]),
-        subnet_ids=params["subnets"],
+        roles=roles,
+        subnet_ids=subnets,
         name=params["name"],
     )
     cluster_id = clusters.start(aws, request)

@@ -23,6 +23,13 @@ class StackOutputs:
     bootstrap_script_uri: str | None = None
     console_step_json: str | None = None
     run_defaults: RunDefaults = field(default_factory=RunDefaults)
+    # What a transient cluster needs to run like the stack's: its roles (with the data-key grants),
+    # security configuration (at-rest encryption with that key), log location and subnets.
+    service_role: str | None = None
+    instance_profile: str | None = None
+    security_configuration: str | None = None
+    log_uri: str | None = None
+    subnet_ids: tuple[str, ...] = ()
 
     def artifacts_key_prefix(self, default: str) -> str:
         """The key prefix under the project bucket from `ArtifactsPrefix` (an s3:// URI), else `default`."""
@@ -56,4 +63,9 @@ def resolve(aws: Aws, name: str) -> StackOutputs:
         bootstrap_script_uri=outputs.get("BootstrapScriptUri") or None,
         console_step_json=outputs.get("ConsoleStepJson") or None,
         run_defaults=RunDefaults.from_outputs(outputs, stack=name),
+        service_role=outputs.get("ServiceRoleName") or None,
+        instance_profile=outputs.get("InstanceProfileName") or None,
+        security_configuration=outputs.get("SecurityConfigurationName") or None,
+        log_uri=outputs.get("LogUri") or None,
+        subnet_ids=tuple(s for s in outputs.get("Ec2SubnetIds", "").split(",") if s),
     )

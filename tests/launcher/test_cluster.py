@@ -23,6 +23,8 @@ from .conftest import (
     emr_backends,
     error_line,
     invoke,
+    make_stack,
+    stack_outputs,
 )
 
 
@@ -126,3 +128,29 @@ def test_transient_cluster_of_the_onnx_profile_runs_the_onnx_engine_on_the_stage
         "--input", INPUT, "--output", OUTPUT,
         "--weights", "file:///opt/featurizer/weights/m.onnx", "--engine", "onnx",
     ]  # fmt: skip
+
+
+def test_transient_cluster_with_stack_uses_the_stacks_roles_security_and_logs(project: Project) -> None:
+    outputs = {
+        **stack_outputs(project.cluster_id),
+        "ServiceRoleName": "featurizer-emr-service",
+        "InstanceProfileName": "featurizer-emr-instance-profile",
+        "SecurityConfigurationName": "featurizer-security",
+        "LogUri": f"s3://{LOGS_BUCKET}/emr/",
+        "Ec2SubnetIds": "subnet-0123456789abcdef0,subnet-0123456789abcdef1",
+    }
+    make_stack(project.session, outputs, name="with-roles")
+    result = invoke(
+        "cluster", "up", "--transient", "--stack", "with-roles", "--input", INPUT, "--output", OUTPUT, "--k", "8"
+    )
+    assert result.exit_code == 0, result.stderr
+    cluster = project.session.client("emr").describe_cluster(ClusterId=result.stdout.split()[0])["Cluster"]
+    assert cluster["ServiceRole"] == "featurizer-emr-service"
+    assert cluster["Ec2InstanceAttributes"]["IamInstanceProfile"] == "featurizer-emr-instance-profile"
+    assert cluster["SecurityConfiguration"] == "featurizer-security"
+    assert cluster["LogUri"] == f"s3://{LOGS_BUCKET}/emr/"
+    outside = invoke(
+        "cluster", "up", "--transient", "--stack", "with-roles", "--input", INPUT, "--output", f"s3://{BUCKET}/x"
+    )
+    assert outside.exit_code == 2
+    assert "outside what the cluster's instance role may use" in error_line(outside)
