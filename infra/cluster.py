@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Aws, CfnOutput, CfnTag, DefaultStackSynthesizer, Fn, Stack, Tags
+from aws_cdk import Aws, CfnOutput, CfnTag, DefaultStackSynthesizer, Fn, Size, Stack, Tags
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_emr as emr
 from aws_cdk import aws_iam as iam
@@ -27,6 +27,7 @@ from spec.settings import REPO_ROOT, Settings
 
 EMR_LOG_PREFIX = "emr/"
 JOB_BUILD_DIR = REPO_ROOT / "build" / "infra" / "job"
+WHEELHOUSE_BUILD_DIR = REPO_ROOT / "build" / "infra" / "wheelhouse"
 CONSOLE_INPUT = artifacts.RAW_PREFIX
 CONSOLE_OUTPUT = f"{artifacts.RESULTS_PREFIX}console-run/"
 
@@ -102,6 +103,9 @@ class ClusterStack(Stack):
         )
         script_uri = artifacts.s3_uri(bucket_name, artifacts.bootstrap_script_key(digest))
         requirements_uri = artifacts.s3_uri(bucket_name, artifacts.requirements_key(digest, settings.bootstrap_profile))
+        wheelhouse_uri, wheelhouse = (
+            self._wheelhouse(settings, project_bucket) if settings.offline_bootstrap else (None, None)
+        )
 
         self.cluster = emr.CfnCluster(
             self,
@@ -128,7 +132,9 @@ class ClusterStack(Stack):
                 emr_spec.job_flow_instances(settings, subnet_ids, keep_alive=True)
             ),
             "BootstrapActions": [
-                emr_spec.bootstrap_action(script_uri, emr_spec.bootstrap_args(settings, requirements_uri))
+                emr_spec.bootstrap_action(
+                    script_uri, emr_spec.bootstrap_args(settings, requirements_uri, wheelhouse_uri)
+                )
             ],
             "AutoTerminationPolicy": emr_spec.auto_termination_policy(settings),
             "ManagedScalingPolicy": emr_spec.managed_scaling_policy(settings),
@@ -141,6 +147,8 @@ class ClusterStack(Stack):
         for policy in policies:
             self.cluster.node.add_dependency(policy)
         self.cluster.node.add_dependency(bootstrap_files)
+        if wheelhouse is not None:
+            self.cluster.node.add_dependency(wheelhouse)
         self._acknowledge_cluster(settings)
 
         step = self._console_step(settings, project_bucket, job_package_dir)
@@ -331,6 +339,30 @@ class ClusterStack(Stack):
             )
             for rule, reason in reasons.items():
                 acknowledge(handler, rule, reason)
+
+    def _wheelhouse(self, settings: Settings, project_bucket: s3.IBucket) -> tuple[str, Construct]:
+        """Build the nodes' wheels at synth time (cached per lock) and ship them beside the bootstrap.
+
+        Needs PyPI where `cdk synth` runs, never on the nodes: the bootstrap installs with --no-index.
+        Content-addressed by the manifest digest, like every other artifact.
+        """
+        from bootstrap import wheelhouse
+
+        folder = wheelhouse.build(settings.bootstrap_profile, WHEELHOUSE_BUILD_DIR / settings.bootstrap_profile)
+        prefix = artifacts.wheelhouse_prefix(settings.bootstrap_profile, wheelhouse.manifest_digest(folder)[:16])
+        deployment = s3deploy.BucketDeployment(
+            self,
+            "Wheelhouse",
+            sources=[s3deploy.Source.asset(str(folder))],
+            destination_bucket=project_bucket,
+            destination_key_prefix=prefix,
+            prune=False,
+            retain_on_delete=True,
+            # The tf wheelhouse is ~480 MB: the handler unpacks it in /tmp before the upload.
+            memory_limit=2048,
+            ephemeral_storage_size=Size.gibibytes(4),
+        )
+        return artifacts.s3_uri(project_bucket.bucket_name, prefix.rstrip("/")), deployment
 
     def _console_step(
         self, settings: Settings, project_bucket: s3.IBucket, job_package_dir: Path | None

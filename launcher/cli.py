@@ -199,9 +199,24 @@ def _bucket_and_prefix(bucket: str | None, prefix: str | None, outputs: Any) -> 
     "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"), show_default=True
 )
 @click.option("--bootstrap/--no-bootstrap", default=True, show_default=True, help="Also ship bootstrap/ files.")
+@click.option(
+    "--wheelhouse/--no-wheelhouse",
+    default=None,
+    help="Also ship the nodes' wheels for an offline bootstrap. [default: cdk.json's offline_bootstrap, "
+    "with --bootstrap]",
+)
+@click.option("--bootstrap-profile", type=click.Choice(["tf", "onnx"]),
+              help="Bootstrap profile of the wheelhouse. [default: cdk.json's bootstrap_profile]")  # fmt: skip
 @pass_state
 def deploy(
-    state: State, bucket: str | None, stack: str | None, prefix: str | None, out_dir: Path, bootstrap: bool
+    state: State,
+    bucket: str | None,
+    stack: str | None,
+    prefix: str | None,
+    out_dir: Path,
+    bootstrap: bool,
+    wheelhouse: bool | None,
+    bootstrap_profile: str | None,
 ) -> None:
     """Upload the package (and bootstrap files) to content-addressed keys; unchanged files are skipped."""
     from launcher import deploy as deploying
@@ -214,6 +229,11 @@ def deploy(
     items = deploying.package_artifacts(built, prefix)
     if bootstrap:
         items += deploying.bootstrap_artifacts(prefix)
+        from launcher import cluster as clusters
+
+        settings = clusters.settings_from({})
+        if settings.offline_bootstrap if wheelhouse is None else wheelhouse:
+            items += deploying.wheelhouse_artifacts(bootstrap_profile or settings.bootstrap_profile, out_dir, prefix)
     for result in deploying.deploy(state.aws(), bucket, items, progress=_upload_progress(sys.stderr)):
         click.echo(f"{'uploaded ' if result.uploaded else 'unchanged'} {result.uri} ({_size(result.size)})")
 
@@ -445,8 +465,13 @@ def cluster_up(state: State, **params: Any) -> None:
     built = build_package(params["out_dir"])
     package_items = deploying.package_artifacts(built, prefix)
     bootstrap_items = deploying.bootstrap_artifacts(prefix)
+    wheel_items = (
+        deploying.wheelhouse_artifacts(settings.bootstrap_profile, params["out_dir"], prefix)
+        if settings.offline_bootstrap
+        else []
+    )
     for item in deploying.deploy(
-        aws, bucket, [*package_items, *bootstrap_items], progress=_upload_progress(sys.stderr)
+        aws, bucket, [*package_items, *bootstrap_items, *wheel_items], progress=_upload_progress(sys.stderr)
     ):
         if item.uploaded:
             click.echo(f"uploaded {item.uri}", err=True)
@@ -464,6 +489,7 @@ def cluster_up(state: State, **params: Any) -> None:
         log_uri=log_uri,
         roles=roles,
         subnet_ids=subnets,
+        wheelhouse_uri=deploying.wheelhouse_uri(bucket, wheel_items) if wheel_items else None,
         name=params["name"],
     )
     cluster_id = clusters.start(aws, request)

@@ -45,6 +45,7 @@ def transient_request(
     roles: Roles,
     subnet_ids: Sequence[str] = (),
     name: str | None = None,
+    wheelhouse_uri: str | None = None,
 ) -> dict[str, Any]:
     """`run_job_flow` arguments: the shared cluster definition, one step, no keep-alive."""
     resources = emr_spec.ClusterResources(
@@ -59,6 +60,7 @@ def transient_request(
         resources=resources,
         bootstrap_script_uri=artifacts.s3_uri(bucket, bootstrap_script_key(bootstrap)),
         requirements_uri=artifacts.s3_uri(bucket, requirements_key(bootstrap, settings.bootstrap_profile)),
+        wheelhouse_uri=wheelhouse_uri,
         name=name or f"{settings.name_prefix}-transient",
         steps=[step],
         keep_alive=False,

@@ -73,6 +73,29 @@ def bootstrap_artifacts(prefix: str = DEFAULT_PREFIX, root: Path | None = None) 
     return [Artifact(f.local_path, _rebase(f.key, prefix)) for f in artifacts.bootstrap_files(root)]
 
 
+def wheelhouse_artifacts(profile: str, out_dir: Path, prefix: str = DEFAULT_PREFIX) -> list[Artifact]:
+    """The nodes' wheels for ``profile`` plus their manifest, at ``<prefix>wheelhouse/<profile>/<digest>/``.
+
+    Built from the same lock that ships as the bootstrap's requirements file (install.sh compares the two
+    byte for byte), downloaded once per lock into a local cache; needs PyPI on this machine, not on the nodes.
+    """
+    from bootstrap import wheelhouse
+
+    try:
+        folder = wheelhouse.build(profile, out_dir / "wheelhouse" / profile)
+        digest = wheelhouse.manifest_digest(folder)[:16]
+    except wheelhouse.WheelhouseError as err:
+        raise ConfigError(f"wheelhouse for the {profile} profile: {err}") from None
+    key_prefix = _rebase(artifacts.wheelhouse_prefix(profile, digest), prefix)
+    return [Artifact(path, key_prefix + path.name) for path in sorted(folder.iterdir()) if path.is_file()]
+
+
+def wheelhouse_uri(bucket: str, files: Sequence[Artifact]) -> str:
+    """The S3 prefix install.sh --wheelhouse syncs: the folder of the deployed manifest."""
+    manifest = next(a.key for a in files if a.key.endswith("/manifest.json"))
+    return artifacts.s3_uri(bucket, manifest.rsplit("/", 1)[0])
+
+
 def bootstrap_script_key(files: Sequence[Artifact]) -> str:
     """The key of install.sh among deployed bootstrap artifacts."""
     return next(a.key for a in files if a.key.endswith("/" + artifacts.BOOTSTRAP_SCRIPT))

@@ -11,6 +11,7 @@ Bucket layout::
     artifacts/job/<digest16>/job.zip         --py-files zip of the job package
     artifacts/job/<digest16>/entrypoint.py   spark-submit entry file
     artifacts/bootstrap/<digest16>/          install.sh + requirements files, versioned together
+    artifacts/wheelhouse/<profile>/<digest16>/  the nodes' wheels + manifest.json (offline bootstrap)
     artifacts/weights/                       model weights staged onto the nodes by the bootstrap
 
 A digest is the first 16 hex digits of a SHA-256, so a changed file gets a new key and a running cluster
@@ -34,6 +35,7 @@ ARTIFACTS_PREFIX = "artifacts/"
 JOB_PREFIX = f"{ARTIFACTS_PREFIX}job/"
 BOOTSTRAP_PREFIX = f"{ARTIFACTS_PREFIX}bootstrap/"
 WEIGHTS_PREFIX = f"{ARTIFACTS_PREFIX}weights/"
+WHEELHOUSE_PREFIX = f"{ARTIFACTS_PREFIX}wheelhouse/"
 
 BOOTSTRAP_SCRIPT = "install.sh"
 # Requirements file per bootstrap profile (see bootstrap/install.sh --profile).
@@ -86,6 +88,14 @@ def requirements_key(digest: str, profile: str) -> str:
         known = sorted(REQUIREMENTS_BY_PROFILE)
         raise ValueError(f"unknown bootstrap profile {profile!r}; expected one of {known}") from None
     return bootstrap_prefix(digest) + name
+
+
+def wheelhouse_prefix(profile: str, digest: str) -> str:
+    """``artifacts/wheelhouse/<profile>/<digest16>/``: the digest is the wheelhouse manifest's."""
+    if profile not in REQUIREMENTS_BY_PROFILE:
+        raise ValueError(f"unknown bootstrap profile {profile!r}; expected one of {sorted(REQUIREMENTS_BY_PROFILE)}")
+    _check_digest(digest)
+    return f"{WHEELHOUSE_PREFIX}{profile}/{digest}/"
 
 
 def job_keys(digest: str) -> tuple[str, str]:

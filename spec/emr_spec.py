@@ -128,14 +128,22 @@ def bootstrap_action(script_uri: str, args: Sequence[str]) -> Spec:
     return {"Name": BOOTSTRAP_ACTION_NAME, "ScriptBootstrapAction": {"Path": script_uri, "Args": list(args)}}
 
 
-def bootstrap_args(settings: Settings, requirements_uri: str) -> list[str]:
-    """Arguments of ``bootstrap/install.sh`` for these settings."""
+def bootstrap_args(settings: Settings, requirements_uri: str, wheelhouse_uri: str | None = None) -> list[str]:
+    """Arguments of ``bootstrap/install.sh`` for these settings.
+
+    With ``offline_bootstrap`` (the default) the nodes install from the wheelhouse under the artifacts
+    prefix and never contact a package index; without it they pip-install from PyPI and need internet.
+    """
+    if settings.offline_bootstrap and not wheelhouse_uri:
+        raise ValueError("offline_bootstrap is on but no wheelhouse URI was given (deploy the wheelhouse first)")
     args = [
         "--venv", settings.venv_path,
         "--python", settings.node_python,
         "--profile", settings.bootstrap_profile,
         "--requirements", requirements_uri,
     ]  # fmt: skip
+    if settings.offline_bootstrap:
+        args += ["--wheelhouse", str(wheelhouse_uri)]
     if settings.weights_s3_uri and settings.weights_sha256:
         args += [
             "--weights-uri", settings.weights_s3_uri,
@@ -249,6 +257,7 @@ def run_job_flow_request(
     resources: ClusterResources,
     bootstrap_script_uri: str,
     requirements_uri: str,
+    wheelhouse_uri: str | None = None,
     name: str | None = None,
     steps: Sequence[Spec] = (),
     keep_alive: bool = True,
@@ -262,7 +271,7 @@ def run_job_flow_request(
         "Configurations": configurations(settings),
         "Instances": job_flow_instances(settings, resources.subnet_ids, keep_alive=keep_alive),
         "BootstrapActions": [
-            bootstrap_action(bootstrap_script_uri, bootstrap_args(settings, requirements_uri)),
+            bootstrap_action(bootstrap_script_uri, bootstrap_args(settings, requirements_uri, wheelhouse_uri)),
         ],
         "AutoTerminationPolicy": auto_termination_policy(settings),
         "ManagedScalingPolicy": managed_scaling_policy(settings),

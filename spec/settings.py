@@ -76,6 +76,9 @@ class Settings:
     venv_path: str = "/opt/featurizer/venv"
     node_python: str = "python3.11"
     bootstrap_profile: str = "tf"
+    # Nodes install from a hash-checked wheelhouse under artifacts/wheelhouse/ (built by the CDK app and
+    # `featurizer deploy`), so they need no internet; false: pip from PyPI (the nodes need a NAT route).
+    offline_bootstrap: bool = True
     # Rows per Arrow batch handed to the pandas UDF (images are large; the Spark default is 10000).
     arrow_max_records_per_batch: int = 64
     # Buckets survive `cdk destroy` unless this is explicitly false.

@@ -82,7 +82,11 @@ def test_weights_are_staged_readable_and_passed_to_the_step(variant: Synth, clus
         }
     ]
     [step] = json.loads(flat(variant.cluster["Outputs"]["ConsoleStepJson"]["Value"]))
-    assert step["Args"][-4:] == ["--weights", "/opt/featurizer/weights/mobilenet_v2.onnx", "--engine", "onnx"]
+    # A node-local file as a file:// URI: a bare path would resolve against fs.defaultFS (HDFS on EMR).
+    staged = "file:///opt/featurizer/weights/mobilenet_v2.onnx"
+    assert step["Args"][-4:] == ["--weights", staged, "--engine", "onnx"]
+    outputs = variant.cluster["Outputs"]
+    assert (outputs["DefaultWeights"]["Value"], outputs["DefaultEngine"]["Value"]) == (staged, "onnx")
 
 
 def test_variant_matches_emr_spec(cluster_props: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -139,9 +140,11 @@ def test_cluster_definition_is_emr_spec(default_synth: Synth, emr_cluster: dict[
     assert props["Instances"] == emr_spec.to_cloudformation_instances(
         emr_spec.job_flow_instances(SETTINGS, subnets, keep_alive=True)
     )
+    args = props["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"]
+    wheelhouse = args[args.index("--wheelhouse") + 1]
     assert props["BootstrapActions"] == [
         emr_spec.bootstrap_action(
-            BOOTSTRAP + "install.sh", emr_spec.bootstrap_args(SETTINGS, BOOTSTRAP + "requirements.txt")
+            BOOTSTRAP + "install.sh", emr_spec.bootstrap_args(SETTINGS, BOOTSTRAP + "requirements.txt", wheelhouse)
         )
     ]
     assert props["AutoTerminationPolicy"] == emr_spec.auto_termination_policy(SETTINGS)
@@ -163,6 +166,32 @@ def test_bootstrap_path_resolves_to_the_uploaded_files(default_synth: Synth, emr
     staged = default_synth.outdir / f"asset.{asset_key.removesuffix('.zip')}"
     assert sorted(p.name for p in staged.iterdir()) == sorted(artifacts.BOOTSTRAP_FILES)
     assert (staged / "install.sh").read_bytes() == (artifacts.BOOTSTRAP_DIR / "install.sh").read_bytes()
+
+
+def test_nodes_bootstrap_offline_from_the_wheelhouse_shipped_with_the_stack(
+    default_synth: Synth, emr_cluster: dict[str, Any]
+) -> None:
+    from bootstrap import wheelhouse
+
+    args = flat(emr_cluster["Properties"]["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"])
+    uri = args[args.index("--wheelhouse") + 1]
+    head = f"s3://{PROJECT_BUCKET}/{artifacts.WHEELHOUSE_PREFIX}{SETTINGS.bootstrap_profile}/"
+    assert uri.startswith(head) and len(uri.removeprefix(head)) == 16
+    uploads = [flat(r["Properties"]) for r in resources(default_synth.cluster, "Custom::CDKBucketDeployment")]
+    [upload] = [
+        u for u in uploads if u["DestinationBucketKeyPrefix"] == uri.removeprefix(f"s3://{PROJECT_BUCKET}/") + "/"
+    ]
+    (asset_key,) = upload["SourceObjectKeys"]
+    staged = default_synth.outdir / f"asset.{asset_key.removesuffix('.zip')}"
+    manifest = wheelhouse.read_manifest(staged)  # verifies every wheel's size and SHA-256
+    assert manifest["profile"] == SETTINGS.bootstrap_profile
+    assert (
+        manifest["requirements_sha256"]
+        == hashlib.sha256(
+            (artifacts.BOOTSTRAP_DIR / artifacts.REQUIREMENTS_BY_PROFILE[SETTINGS.bootstrap_profile]).read_bytes()
+        ).hexdigest()
+    )
+    assert wheelhouse.manifest_digest(staged)[:16] == uri.rsplit("/", 1)[1]
 
 
 def test_cluster_waits_for_profile_policies_and_uploads(default_synth: Synth, emr_cluster: dict[str, Any]) -> None:

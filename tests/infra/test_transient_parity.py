@@ -33,7 +33,7 @@ def _transient() -> dict[str, Any]:
     roles = clusters.Roles("stack-service-role", "stack-instance-profile", "stack-security-configuration")
     return clusters.transient_request(
         load_settings(), bucket="b", bootstrap=deploying.bootstrap_artifacts(), step=step,
-        log_uri="s3://logs/emr/", roles=roles,
+        log_uri="s3://logs/emr/", roles=roles, wheelhouse_uri="s3://b/artifacts/wheelhouse/tf/0123456789abcdef",
     )  # fmt: skip
 
 

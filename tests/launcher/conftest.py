@@ -243,3 +243,32 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Faults:
     monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS", handlers)
     monkeypatch.setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
     return plan
+
+
+@pytest.fixture(autouse=True)
+def small_wheelhouse(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
+    """A two-file stand-in for the nodes' wheelhouse, so launcher tests do not download 180-480 MB.
+
+    The real builder is tested in tests/bootstrap (with a real offline install) and runs for real in
+    tests/emr; here only its wiring matters: which keys are uploaded and what the bootstrap is told.
+    """
+    from bootstrap import wheelhouse
+
+    built: list[str] = []
+
+    def build(profile: str, out_dir: Path | str, **_: object) -> Path:
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"numpy-1.26.4-cp311-{profile}.whl").write_bytes(b"wheel for " + profile.encode())
+        (folder / wheelhouse.MANIFEST_NAME).write_text(json.dumps({"profile": profile}) + "\n")
+        built.append(profile)
+        return folder
+
+    def manifest_digest(directory: Path | str) -> str:
+        import hashlib
+
+        return hashlib.sha256((Path(directory) / wheelhouse.MANIFEST_NAME).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(wheelhouse, "build", build)
+    monkeypatch.setattr(wheelhouse, "manifest_digest", manifest_digest)
+    return lambda profile: profile if profile in built else ""

@@ -100,8 +100,9 @@ def test_transient_request_is_the_shared_definition_without_keep_alive() -> None
     bootstrap = deploying.bootstrap_artifacts()
     step = {"Name": "s", "ActionOnFailure": "CONTINUE", "HadoopJarStep": {"Jar": "command-runner.jar", "Args": []}}
     request = clusters.transient_request(
-        settings, bucket=BUCKET, bootstrap=bootstrap, step=step, log_uri="s3://l/", roles=clusters.Roles()
-    )
+        settings, bucket=BUCKET, bootstrap=bootstrap, step=step, log_uri="s3://l/", roles=clusters.Roles(),
+        wheelhouse_uri="s3://b/artifacts/wheelhouse/tf/0123456789abcdef",
+    )  # fmt: skip
     assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is False
     assert request["Instances"]["InstanceFleets"] == emr_spec.instance_fleets(settings)
     assert request["Configurations"] == emr_spec.configurations(settings)
@@ -111,7 +112,7 @@ def test_transient_request_is_the_shared_definition_without_keep_alive() -> None
     assert "SecurityConfiguration" not in request
     with_security = clusters.transient_request(
         settings, bucket=BUCKET, bootstrap=bootstrap, step=step, log_uri="s3://l/",
-        roles=clusters.Roles(security_configuration="featurizer-sec"),
+        roles=clusters.Roles(security_configuration="featurizer-sec"), wheelhouse_uri="s3://b/w",
     )  # fmt: skip
     assert with_security["SecurityConfiguration"] == "featurizer-sec"
 
@@ -154,3 +155,22 @@ def test_transient_cluster_with_stack_uses_the_stacks_roles_security_and_logs(pr
     )
     assert outside.exit_code == 2
     assert "outside what the cluster's instance role may use" in error_line(outside)
+
+
+def test_transient_cluster_bootstraps_offline_from_the_deployed_wheelhouse(project: Project) -> None:
+    result = _up("-c", "bootstrap_profile=onnx", "-c", "weights_s3_uri=s3://proj-bucket/artifacts/weights/m.onnx",
+                 "-c", f"weights_sha256={'0' * 64}")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    cluster_id = result.stdout.split()[0]
+    [action] = project.session.client("emr").list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
+    args = action["Args"]
+    wheelhouse = args[args.index("--wheelhouse") + 1]
+    assert wheelhouse.startswith(f"s3://{BUCKET}/artifacts/wheelhouse/onnx/")
+    prefix = wheelhouse.removeprefix(f"s3://{BUCKET}/") + "/"
+    assert f"{prefix}manifest.json" in project.keys(prefix)
+    online = _up("-c", "offline_bootstrap=false")
+    assert online.exit_code == 0, online.stderr
+    [action] = project.session.client("emr").list_bootstrap_actions(ClusterId=online.stdout.split()[0])[
+        "BootstrapActions"
+    ]
+    assert "--wheelhouse" not in action["Args"]

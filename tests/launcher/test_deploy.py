@@ -32,7 +32,9 @@ def test_deploy_uploads_package_and_bootstrap_under_digest_keys(project: Project
         f"artifacts/job/{built.digest}/entrypoint.py",
         *(f"artifacts/bootstrap/{bootstrap_digest}/{name}" for name in artifacts.BOOTSTRAP_FILES),
     }
-    assert set(project.keys("artifacts/")) == expected
+    wheels = {key for key in project.keys("artifacts/") if key.startswith("artifacts/wheelhouse/tf/")}
+    assert {key.rsplit("/", 1)[1] for key in wheels} == {"manifest.json", "numpy-1.26.4-cp311-tf.whl"}
+    assert set(project.keys("artifacts/")) == expected | wheels
     assert set(_deployed(result.stdout).values()) == {"uploaded"}
     s3 = project.session.client("s3")
     body = s3.get_object(Bucket=BUCKET, Key=f"artifacts/job/{built.digest}/job.zip")
@@ -126,3 +128,13 @@ def test_interrupted_upload_leaves_no_object_under_the_key(
     done = deploying.deploy(Aws.connect(), BUCKET, [item], transfer_config=config)
     assert [d.uploaded for d in done] == [True]
     assert s3.head_object(Bucket=BUCKET, Key=item.key)["ContentLength"] == size
+
+
+def test_deploy_ships_the_wheelhouse_of_the_chosen_profile_or_none(project: Project) -> None:
+    result = invoke("deploy", "--bucket", BUCKET, "--bootstrap-profile", "onnx")
+    assert result.exit_code == 0, result.stderr
+    manifests = [k for k in project.keys("artifacts/wheelhouse/") if k.endswith("manifest.json")]
+    assert len(manifests) == 1 and manifests[0].startswith("artifacts/wheelhouse/onnx/")
+    assert not project.keys("artifacts/wheelhouse/tf/")
+    assert invoke("deploy", "--bucket", BUCKET, "--prefix", "other", "--no-wheelhouse").exit_code == 0
+    assert not project.keys("other/wheelhouse/")

@@ -104,19 +104,20 @@ def test_policies_follow_settings() -> None:
 
 
 def test_bootstrap_args_stage_weights_only_when_configured() -> None:
-    plain = emr_spec.bootstrap_args(Settings(), "s3://b/req.txt")
+    plain = emr_spec.bootstrap_args(Settings(), "s3://b/req.txt", "s3://b/artifacts/wheelhouse/tf/0123456789abcdef")
     assert plain == [
-        "--venv",
-        "/opt/featurizer/venv",
-        "--python",
-        "python3.11",
-        "--profile",
-        "tf",
-        "--requirements",
-        "s3://b/req.txt",
-    ]
+        "--venv", "/opt/featurizer/venv",
+        "--python", "python3.11",
+        "--profile", "tf",
+        "--requirements", "s3://b/req.txt",
+        "--wheelhouse", "s3://b/artifacts/wheelhouse/tf/0123456789abcdef",
+    ]  # fmt: skip
+    online = emr_spec.bootstrap_args(Settings(offline_bootstrap=False), "s3://b/req.txt")
+    assert online == plain[:-2]  # pip from the public index: the nodes need internet
+    with pytest.raises(ValueError, match="no wheelhouse URI"):
+        emr_spec.bootstrap_args(Settings(), "s3://b/req.txt")
     sha = "ab" * 32
-    staged = emr_spec.bootstrap_args(Settings(weights_s3_uri="s3://bkt/w/m.h5", weights_sha256=sha), "r")
+    staged = emr_spec.bootstrap_args(Settings(weights_s3_uri="s3://bkt/w/m.h5", weights_sha256=sha), "r", "w")
     assert staged[-6:] == [
         "--weights-uri",
         "s3://bkt/w/m.h5",
@@ -163,6 +164,7 @@ def test_run_job_flow_request_is_valid_for_the_emr_api(overrides: dict[str, obje
         resources=RESOURCES,
         bootstrap_script_uri="s3://b/artifacts/bootstrap/0123456789abcdef/install.sh",
         requirements_uri="s3://b/artifacts/bootstrap/0123456789abcdef/requirements.txt",
+        wheelhouse_uri="s3://b/artifacts/wheelhouse/tf/0123456789abcdef",
         steps=[step],
         keep_alive=False,
     )
@@ -175,8 +177,9 @@ def test_run_job_flow_request_is_valid_for_the_emr_api(overrides: dict[str, obje
 def test_validator_catches_a_wrong_shape() -> None:
     """Guards the test above: a CloudFormation-shaped configuration is not valid for the API."""
     request = emr_spec.run_job_flow_request(
-        Settings(), resources=RESOURCES, bootstrap_script_uri="s3://b/i.sh", requirements_uri="s3://b/r.txt"
-    )
+        Settings(), resources=RESOURCES, bootstrap_script_uri="s3://b/i.sh", requirements_uri="s3://b/r.txt",
+        wheelhouse_uri="s3://b/w",
+    )  # fmt: skip
     request["Configurations"] = emr_spec.to_cloudformation_configurations(request["Configurations"])
     assert "ConfigurationProperties" in run_job_flow_errors(request)
 
