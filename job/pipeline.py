@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from job import model as model_lib
-from job import reduce, write
+from job import reduce, session, write
 from job.config import JobConfig, UsageError
 from job.featurize import EngineSpec, featurize
 from job.read import Listing, list_inputs, read_file, read_images, skipped_reason
@@ -108,6 +108,19 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def spark_metadata(spark: SparkSession) -> dict:
+    """Where and how this run's Spark ran: metadata.json's "spark" section (featurize added later)."""
+    sc = spark.sparkContext
+    return {
+        "master": sc.master,
+        "deploy_mode": sc.getConf().get("spark.submit.deployMode", "client"),
+        "app_id": sc.applicationId,
+        "launched_by_spark_submit": session.launched_by_spark_submit(),
+        "default_parallelism": sc.defaultParallelism,
+        "settings": session.settings(spark),
+    }
+
+
 def run(spark: SparkSession, cfg: JobConfig, run_id: str | None = None) -> dict:
     """Featurize cfg.input into cfg.output; return the metadata written with it."""
     run_id = run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
@@ -133,9 +146,29 @@ def _run_staged(spark: SparkSession, cfg: JobConfig, listing: Listing, staging: 
         spec = engine_spec(spark, cfg, weights)
     processed = spark.sparkContext.accumulator(0)
     work = f"{staging}/_work/staged"
+    spark_record = spark_metadata(spark)  # the session's own settings, before any stage changes them
+    conf = {**dict(spark.sparkContext.getConf().getAll()), **spark_record["settings"]}
+    slots = session.task_slots(conf, spark.sparkContext.defaultParallelism)
+    planned = session.plan_partitions(len(listing), cfg.batch_size, slots.slots)
+    # --batch-size rules this stage: its Arrow batches are model batches (a cluster's smaller
+    # maxRecordsPerBatch no longer caps them). Partitions follow the plan, not the cores that
+    # happen to be registered now (see session.task_slots).
+    stage_conf = {session.ARROW_BATCH_KEY: str(cfg.batch_size), session.MIN_PARTITIONS_KEY: str(planned)}
+    group = f"featurize-{run_id}"
     with timer.stage("featurize"):
         images = read_images(listing)
-        write.write_table(featurize(images, spec, cfg.batch_size, processed), work)
+        with session.runtime_conf(spark, stage_conf), session.job_group(spark, group):
+            write.write_table(featurize(images, spec, cfg.batch_size, processed), work)
+    ran = session.group_tasks(spark, group)
+    spark_record["featurize"] = {
+        "batch_size": cfg.batch_size,
+        "arrow_max_records_per_batch": cfg.batch_size,
+        "task_slots": slots.slots,
+        "task_slots_source": slots.source,
+        "planned_partitions": planned,
+        "tasks": ran["tasks"],
+        "executors": ran["executors"],
+    }
     staged = spark.read.parquet(work)
     featurized = staged.filter(F.col("error").isNull()).select("path", "label", "features")
     with timer.stage("account"):
@@ -181,6 +214,7 @@ def _run_staged(spark: SparkSession, cfg: JobConfig, listing: Listing, staging: 
             "explained_variance": pca.explained_variance_ratio.tolist(),
             "cumulative_explained_variance": cumulative.tolist(),
         },
+        "spark": spark_record,
         "timings_s": timer.seconds,
         "versions": library_versions(),
     }

@@ -97,21 +97,57 @@ def explained_variance_png(ratios: np.ndarray, k: int, target: float | None) -> 
     return buffer.getvalue()
 
 
+class CommitFailed(OSError):
+    """The swap could not complete; OUTPUT holds its previous complete output again (or none)."""
+
+
 def commit(spark: SparkSession, staging: str, output: str, run_id: str) -> None:
-    """Swap the complete staging folder into OUTPUT; `_SUCCESS` is the last thing written."""
+    """Swap the complete staging folder into OUTPUT; `_SUCCESS` is written last, in OUTPUT only.
+
+    1. check staging holds `features/`, `rejected/` and `metadata.json` (else stop: OUTPUT untouched);
+    2. delete OUTPUT/_SUCCESS, then move the previous output aside (`<OUTPUT>.previous-<run id>`);
+    3. rename staging to OUTPUT (on S3 a file-by-file copy: OUTPUT is partial meanwhile, without
+       `_SUCCESS`), then check OUTPUT holds `features/`;
+    4. write OUTPUT/_SUCCESS, then delete the previous output.
+    If 2 or 3 fails, whatever part of the new output reached OUTPUT is removed, the previous output
+    is moved back and its `_SUCCESS` rewritten (it was complete), and CommitFailed is raised.
+    The previous output is deleted only after the new one is in place with its `_SUCCESS`.
+    """
     fs, out = hadoop_fs(spark, output)
-    jvm = spark.sparkContext._jvm
+    _, staged = hadoop_fs(spark, staging)
+    base = output.rstrip("/")
+    missing = [name for name in ("features", "rejected", METADATA) if not fs.exists(_child(spark, staged, name))]
+    if missing:
+        raise CommitFailed(f"staging folder {staging} lacks {', '.join(missing)}: nothing committed")
+    success = _child(spark, out, SUCCESS)
     previous = None
     if fs.exists(out):
-        fs.delete(jvm.org.apache.hadoop.fs.Path(out, SUCCESS), False)
-        previous = jvm.org.apache.hadoop.fs.Path(f"{output.rstrip('/')}.previous-{run_id}")
-        if not fs.rename(out, previous):
-            raise OSError(f"could not move the previous output aside: {output}")
-    _, staged = hadoop_fs(spark, staging)
-    if not fs.rename(staged, out):
-        if previous is not None:
-            fs.rename(previous, out)  # put the previous output back (without its _SUCCESS)
-        raise OSError(f"could not move {staging} to {output}")
-    write_bytes(spark, f"{output.rstrip('/')}/{SUCCESS}", b"")
+        fs.delete(success, False)
+        previous = _child(spark, None, f"{base}.previous-{run_id}")
+        if not _rename(fs, out, previous):
+            if fs.exists(out) and not fs.exists(previous):  # nothing moved: still the previous output
+                write_bytes(spark, f"{base}/{SUCCESS}", b"")
+            raise CommitFailed(f"could not move the previous output aside: {output} -> {previous}")
+    if not _rename(fs, staged, out) or not fs.exists(_child(spark, out, "features")):
+        if fs.exists(out):
+            fs.delete(out, True)  # a partial copy of the new output (or one without its data)
+        if previous is not None and _rename(fs, previous, out):
+            write_bytes(spark, f"{base}/{SUCCESS}", b"")  # the previous output, complete again
+        raise CommitFailed(f"could not move {staging} to {output}; previous output restored")
+    write_bytes(spark, f"{base}/{SUCCESS}", b"")
     if previous is not None:
         fs.delete(previous, True)
+
+
+def _child(spark: SparkSession, parent, name: str):
+    """A Hadoop Path: `name` under `parent`, or `name` itself when parent is None."""
+    jvm = spark.sparkContext._jvm
+    return jvm.org.apache.hadoop.fs.Path(name) if parent is None else jvm.org.apache.hadoop.fs.Path(parent, name)
+
+
+def _rename(fs, source, target) -> bool:
+    """Hadoop's rename, with an exception (S3 copy failing half-way, ...) reported as False."""
+    try:
+        return bool(fs.rename(source, target))
+    except Exception:  # Py4J wraps the Java IOException; the caller restores and raises
+        return False

@@ -1,4 +1,4 @@
-"""The job end to end on real local Spark: the 750 real images, then small crafted inputs."""
+"""The job end to end on real local Spark: the real sample images, then small crafted inputs."""
 
 from __future__ import annotations
 
@@ -53,10 +53,10 @@ def test_schema_counts_and_labels(fruits_run, fruits_dir) -> None:
     ]
     features = read_table(out / "features")
     images = fruit_images()
-    assert len(features) == len(images) == 750
+    assert len(features) == len(images) > 0
     expected = {f"file:{p}": p.parent.name for p in images}
     assert dict(zip(features["path"], features["label"], strict=True)) == expected
-    assert features["label"].nunique() == 30
+    assert features["label"].nunique() == len({p.parent.name for p in images}) > 1
     assert {len(v) for v in features["features"]} == {1280}
     assert {len(v) for v in features["pca_features"]} == {metadata["pca"]["k"]}
     assert len(read_table(out / "rejected")) == 0
@@ -109,13 +109,15 @@ def test_metadata_tells_the_whole_story(fruits_run, weights_file, fruits_dir) ->
     metadata, out = fruits_run
     assert json.loads((out / "metadata.json").read_text()) == metadata
     counts = metadata["counts"]
-    assert counts == {"listed": 750, "featurized": 750, "rejected": 0, "model_processed": 750}
+    n = len(fruit_images())
+    assert counts == {"listed": n, "featurized": n, "rejected": 0, "model_processed": n}
     assert metadata["weights"]["sha256"] == hashlib.sha256(weights_file.read_bytes()).hexdigest()
     assert metadata["weights"]["source"] == str(weights_file) and metadata["weights"]["random"] is False
     assert metadata["input"] == str(fruits_dir) and metadata["model"].startswith("MobileNetV2")
     assert metadata["pca"]["variance_target"] == 0.99
     cumulative = metadata["pca"]["cumulative_explained_variance"]
     assert cumulative[metadata["pca"]["k"] - 1] >= 0.99 > cumulative[metadata["pca"]["k"] - 2]
+    assert metadata["spark"]["master"] == "local[2]" and metadata["spark"]["featurize"]["batch_size"] == 64
     assert set(metadata["timings_s"]) == {"list", "weights", "featurize", "account", "pca_fit", "write"}
     assert {"pyspark", "numpy", "pandas", "pyarrow", "pillow", "opencv-python-headless", "python"} <= set(
         metadata["versions"]
