@@ -116,9 +116,9 @@ def test_failure_inside_the_commit_leaves_the_previous_output_complete(
     use_file_system(monkeypatch, lambda fs, s, t: staging_then(fs, s, t, broken), log)
     with pytest.raises(OSError):
         run(spark, cfg)
-    assert (out / "_SUCCESS").is_file()
     assert json.loads((out / "metadata.json").read_text())["run_id"] == first["run_id"]
     pd.testing.assert_frame_equal(read_features(out), before)
+    assert (out / "_SUCCESS").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "noisy.onnx", "out"]  # nothing left aside
 
 
@@ -134,9 +134,9 @@ def test_staging_without_features_commits_nothing(spark, job, tmp_path, monkeypa
     monkeypatch.setattr(write, "commit", lose_features)
     with pytest.raises(OSError, match="lacks features"):
         run(spark, cfg)
-    assert (out / "_SUCCESS").is_file()
     assert json.loads((out / "metadata.json").read_text())["run_id"] == first["run_id"]
     pd.testing.assert_frame_equal(read_features(out), before)
+    assert (out / "_SUCCESS").is_file()
 
 
 def test_success_appears_only_once_all_data_is_in_output(spark, job, monkeypatch) -> None:
