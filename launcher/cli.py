@@ -354,6 +354,11 @@ def submit(state: State, **params: Any) -> None:
 @click.argument("step_id")
 @_cluster_options
 @_wait_options
+@click.option("--cancel", is_flag=True,
+              help="When --timeout hits, cancel the step (EMR has no step timeout); still exits 3.")  # fmt: skip
+@click.option("--log-wait", default="6m", show_default=True,
+              help="After a failure, wait up to this long for EMR to copy the step and driver logs to S3 "
+                   "(it does so every ~5 minutes); 0: look once.")  # fmt: skip
 @pass_state
 def wait_cmd(
     state: State,
@@ -363,34 +368,81 @@ def wait_cmd(
     timeout: str | None,
     poll: str,
     tail_lines: int,
+    cancel: bool,
+    log_wait: str,
 ) -> None:
-    """Follow a step until it ends: 0 completed, 1 failed/cancelled, 3 timed out (no 30-minute cap)."""
+    """Follow a step until it ends: 0 completed, 1 failed/cancelled, 3 timed out (no 30-minute cap).
+
+    On failure: the reason, then the tails of the step's stderr and of the driver's stderr (in cluster
+    deploy mode the traceback is in the driver container's log), waiting up to --log-wait for EMR to copy them.
+    """
     seconds, poll_seconds = _durations(timeout, poll)
+    if cancel and seconds is None:
+        raise click.BadParameter("--cancel needs --timeout", param_hint="--cancel")
+    log_seconds = _log_wait_seconds(log_wait)
     cluster, _ = _resolve_cluster(state, cluster_id, stack)
-    _follow(state, cluster, step_id, seconds, poll_seconds, tail_lines)
+    _follow(state, cluster, step_id, seconds, poll_seconds, tail_lines, log_wait=log_seconds, cancel=cancel)
 
 
 @main.command()
 @click.argument("step_id")
 @_cluster_options
 @click.option(
-    "--stream", type=click.Choice(["stderr", "stdout", "controller", "all"]), default="all", show_default=True
+    "--stream",
+    type=click.Choice(
+        ["all", "stderr", "stdout", "controller", "syslog", "driver-stderr", "driver-stdout", "failure-log"]
+    ),
+    default="all",
+    show_default=True,
+    help="all: every log that exists. driver-*: the driver's container (cluster deploy mode). "
+    "failure-log: the file describe_step names in FailureDetails.LogFile.",
 )
 @click.option("--tail", "tail_lines", type=click.IntRange(0), default=0, help="Only the last N lines (0: all).")
+@click.option("--log-wait", default="6m", show_default=True,
+              help="For a step that just ended, wait up to this long for EMR to copy its logs to S3 "
+                   "(it does so every ~5 minutes); 0: look once.")  # fmt: skip
 @pass_state
-def logs(state: State, step_id: str, cluster_id: str | None, stack: str | None, stream: str, tail_lines: int) -> None:
-    """Print the step's stdout/stderr that EMR copied to the cluster's LogUri."""
+def logs(
+    state: State, step_id: str, cluster_id: str | None, stack: str | None, stream: str, tail_lines: int, log_wait: str
+) -> None:
+    """Print the step's logs that EMR copied to the cluster's LogUri: its controller, syslog, stdout and
+    stderr, describe_step's FailureDetails.LogFile, and the driver container's stdout and stderr."""
     from launcher import wait as waiting
 
+    wait_seconds = _log_wait_seconds(log_wait)
     cluster, _ = _resolve_cluster(state, cluster_id, stack)
     aws = state.aws()
     location = waiting.log_location(aws, cluster, step_id)
-    streams = ["stdout", "stderr"] if stream == "all" else [stream]
-    for name in streams:
-        text = waiting.read_log(aws, location, name)
-        if len(streams) > 1:
-            click.echo(f"==> {location.uri(name)} <==")
-        click.echo(waiting.tail(text, tail_lines) if tail_lines else text.rstrip("\n"))
+    status = waiting.step_status(aws, cluster, step_id)
+    ended = status.state == waiting.SUCCESS or status.state in waiting.FAILURES
+    names = waiting.LOG_ORDER if stream == "all" else (stream,)
+    found = waiting.collect_step_logs(
+        aws,
+        location,
+        names,
+        required=("stderr", "driver-stderr") if stream == "all" else (stream,),
+        log_file=status.log_file,
+        started=status.started,
+        ended=status.ended,
+        wait=wait_seconds if ended else 0.0,
+        clock=state.clock,
+        on_progress=lambda message: click.echo(message, err=True),
+    )
+    shown = found.ordered()
+    for note in found.notes:
+        click.echo(f"({note})", err=True)
+    if not shown:
+        if stream == "failure-log" and not status.log_file:
+            raise errors.LogsNotAvailable(f"describe_step names no FailureDetails.LogFile for step {step_id}")
+        missing = found.missing.get("stderr" if stream == "all" else stream) or location.uri("stderr")
+        raise errors.LogsNotAvailable(f"{missing} is not there yet {waiting.NOT_YET}; try again later")
+    for log in shown:
+        if stream == "all":
+            click.echo(f"==> {log.uri} <==")
+        click.echo(waiting.tail(log.text, tail_lines) if tail_lines else log.text.rstrip("\n"))
+    if stream == "all":
+        for uri in found.missing.values():
+            click.echo(f"(not there yet: {uri})", err=True)
 
 
 @main.group()
@@ -524,8 +576,22 @@ def _key_value(item: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _follow(state: State, cluster_id: str, step_id: str, timeout: float | None, poll: float, tail_lines: int) -> None:
-    """Wait, then report: COMPLETED exits 0; otherwise the reason and the stderr tail, exit 1."""
+def _follow(
+    state: State,
+    cluster_id: str,
+    step_id: str,
+    timeout: float | None,
+    poll: float,
+    tail_lines: int,
+    *,
+    log_wait: float | None = None,
+    cancel: bool = False,
+) -> None:
+    """Wait, then report: COMPLETED exits 0; otherwise the reason and the step's and driver's stderr tails, exit 1.
+
+    `log_wait`: how long to wait for EMR to copy the logs (None: wait.DEFAULT_LOG_WAIT_SECONDS);
+    `cancel`: cancel the step when `timeout` hits.
+    """
     from launcher import wait as waiting
 
     aws = state.aws()
@@ -540,6 +606,7 @@ def _follow(state: State, cluster_id: str, step_id: str, timeout: float | None, 
             clock=state.clock,
             on_poll=line.update,
             on_error=lambda err: line.note(f"poll failed, will retry: {err}"),
+            cancel=cancel,
         )
     finally:
         line.close()
@@ -548,26 +615,45 @@ def _follow(state: State, cluster_id: str, step_id: str, timeout: float | None, 
         click.echo(f"step {step_id} COMPLETED after {took}", err=True)
         return
     click.echo(f"step {step_id} {outcome.state} after {took}: {outcome.reason or 'no reason given'}", err=True)
-    _show_stderr_tail(aws, cluster_id, step_id, tail_lines)
+    wait_logs = waiting.DEFAULT_LOG_WAIT_SECONDS if log_wait is None else log_wait
+    _show_failure_logs(aws, outcome, tail_lines, wait_logs, state.clock)
     raise click.exceptions.Exit(EXIT_FAILED)
 
 
-def _show_stderr_tail(aws: Any, cluster_id: str, step_id: str, lines: int) -> None:
+def _show_failure_logs(aws: Any, outcome: Any, lines: int, log_wait: float, clock: Any) -> None:
+    """The step's stderr, FailureDetails.LogFile and the driver's stderr, once EMR has copied them to S3."""
     from launcher import wait as waiting
 
     if lines <= 0:
         return
     try:
-        location = waiting.log_location(aws, cluster_id, step_id)
-        text = waiting.read_log(aws, location, "stderr")
-    except errors.LogsNotAvailable as err:
-        click.echo(f"(no step log yet: {err})", err=True)
+        location = waiting.log_location(aws, outcome.cluster_id, outcome.step_id)
+        found = waiting.collect_step_logs(
+            aws,
+            location,
+            ("stderr", waiting.FAILURE_LOG, "driver-stderr"),
+            required=("stderr", "driver-stderr"),
+            log_file=outcome.log_file,
+            started=outcome.started,
+            ended=outcome.ended,
+            wait=log_wait,
+            clock=clock,
+            on_progress=lambda message: click.echo(message, err=True),
+        )
+    except errors.LauncherError as err:  # the step failed: that stays the outcome, whatever the logs do
+        click.echo(f"(no step log: {err})", err=True)
         return
-    click.echo(f"--- last {lines} lines of {location.uri('stderr')} ---", err=True)
-    click.echo(waiting.tail(text, lines), err=True)
-    app = waiting.yarn_application(text)
-    if app:
-        click.echo(f"--- driver and executor logs: {location.bucket}/.../{cluster_id}/containers/{app}/ ---", err=True)
+    for text in waiting.failure_report(found, lines):
+        click.echo(text, err=True)
+
+
+def _log_wait_seconds(text: str) -> float:
+    from launcher.wait import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--log-wait") from None
 
 
 class _StatusLine:
