@@ -11,11 +11,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Aws, CfnOutput, CfnTag, DefaultStackSynthesizer, Fn, Size, Stack, Tags
+from aws_cdk import Aws, CfnOutput, CfnTag, CustomResource, DefaultStackSynthesizer, Duration, Fn, Size, Stack, Tags
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_emr as emr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
@@ -28,6 +29,8 @@ from spec.settings import REPO_ROOT, Settings
 EMR_LOG_PREFIX = "emr/"
 JOB_BUILD_DIR = REPO_ROOT / "build" / "infra" / "job"
 WHEELHOUSE_BUILD_DIR = REPO_ROOT / "build" / "infra" / "wheelhouse"
+# The network custom resources' Lambda code (infra/handlers/emr_network.py, shipped as an asset).
+HANDLERS_DIR = Path(__file__).resolve().parent / "handlers"
 CONSOLE_INPUT = artifacts.RAW_PREFIX
 CONSOLE_OUTPUT = f"{artifacts.RESULTS_PREFIX}console-run/"
 
@@ -77,7 +80,12 @@ class ClusterStack(Stack):
         bucket_name = project_bucket.bucket_name
         log_uri = f"s3://{logs_bucket.bucket_name}/{EMR_LOG_PREFIX}"
 
-        subnet_ids = list(settings.subnet_ids) or self._network(logs_bucket)
+        if settings.subnet_ids:
+            subnet_ids = list(settings.subnet_ids)
+            vpc_id = self._subnet_vpc(subnet_ids)
+        else:
+            vpc_id, subnet_ids = self._network(logs_bucket)
+        security_groups, security_group_cleanup = self._security_groups(settings, vpc_id)
         service_role, instance_profile, policies = self._roles(settings, project_bucket, logs_bucket, data_key)
         security = emr.CfnSecurityConfiguration(
             self,
@@ -109,8 +117,10 @@ class ClusterStack(Stack):
 
         self.cluster = emr.CfnCluster(
             self,
-            "Cluster",
-            name=settings.name_prefix,
+            # A new generation is a new logical id (and name): CloudFormation replaces the cluster, which is
+            # how an auto-terminated one comes back (an unchanged deploy does nothing, updates fail on it).
+            "Cluster" if settings.cluster_generation == 1 else f"ClusterGen{settings.cluster_generation}",
+            name=settings.cluster_name,
             release_label=settings.release_label,
             # Filled from emr_spec below; the key name is also typed here because cdk-nag (EMR6) reads it here.
             instances=emr.CfnCluster.JobFlowInstancesConfigProperty(ec2_key_name=settings.ec2_key_name),
@@ -129,7 +139,7 @@ class ClusterStack(Stack):
             "Applications": emr_spec.applications(settings),
             "Configurations": emr_spec.to_cloudformation_configurations(emr_spec.configurations(settings)),
             "Instances": emr_spec.to_cloudformation_instances(
-                emr_spec.job_flow_instances(settings, subnet_ids, keep_alive=True)
+                emr_spec.job_flow_instances(settings, subnet_ids, keep_alive=True, security_groups=security_groups)
             ),
             "BootstrapActions": [
                 emr_spec.bootstrap_action(
@@ -149,6 +159,8 @@ class ClusterStack(Stack):
         self.cluster.node.add_dependency(bootstrap_files)
         if wheelhouse is not None:
             self.cluster.node.add_dependency(wheelhouse)
+        # Deleted before the rule cleanup runs, which runs before the groups are deleted.
+        self.cluster.node.add_dependency(security_group_cleanup)
         self._acknowledge_cluster(settings)
 
         step = self._console_step(settings, project_bucket, job_package_dir)
@@ -164,10 +176,11 @@ class ClusterStack(Stack):
             instance_profile=instance_profile,
             security=security,
             subnet_ids=subnet_ids,
+            security_groups=security_groups,
         )
 
-    def _network(self, logs_bucket: s3.IBucket) -> list[str]:
-        """A small VPC when no subnet is configured: public subnets (pip needs PyPI), no NAT cost."""
+    def _network(self, logs_bucket: s3.IBucket) -> tuple[str, list[str]]:
+        """A small VPC when no subnet is configured: public subnets, no NAT cost. Returns (VPC id, subnet ids)."""
         vpc = ec2.Vpc(
             self,
             "Network",
@@ -184,9 +197,118 @@ class ClusterStack(Stack):
             destination=ec2.FlowLogDestination.to_s3(logs_bucket, FLOW_LOGS_PREFIX),
             traffic_type=ec2.FlowLogTrafficType.REJECT,
         )
-        # AmazonEMRServicePolicy_v2 only launches into subnets that carry the managed-policy tag.
+        # AmazonEMRServicePolicy_v2 acts only on a VPC, subnets and security groups carrying the managed-policy
+        # tag (the VPC's tag is what lets it create and use security groups there): Tags.of tags the VPC
+        # itself and everything in it.
         Tags.of(vpc).add(emr_spec.MANAGED_POLICY_TAG["Key"], emr_spec.MANAGED_POLICY_TAG["Value"])
-        return [subnet.subnet_id for subnet in vpc.public_subnets]
+        return vpc.vpc_id, [subnet.subnet_id for subnet in vpc.public_subnets]
+
+    def _network_function(self) -> lambda_.Function:
+        """The Lambda behind the network custom resources (infra/handlers/emr_network.py), created once."""
+        existing = self.node.try_find_child("NetworkHandler")
+        if isinstance(existing, lambda_.Function):
+            return existing
+        function = lambda_.Function(
+            self,
+            "NetworkHandler",
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            handler="emr_network.handler",
+            code=lambda_.Code.from_asset(str(HANDLERS_DIR), exclude=["__pycache__", "*.pyc"]),
+            timeout=Duration.minutes(2),
+            description=f"{self.settings.name_prefix}: VPC of the subnets; EMR security group rules on delete",
+        )
+        # Describe calls have no resource-level permissions; the revoke permissions are per group (below).
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="DescribeNetwork",
+                actions=["ec2:DescribeSubnets", "ec2:DescribeVpcs", "ec2:DescribeSecurityGroupRules"],
+                resources=["*"],
+            )
+        )
+        acknowledge(
+            function,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+            "The network custom resource's Lambda writes only its own CloudWatch logs, through the AWS basic "
+            "execution policy, like CDK's own deployment handlers in this stack.",
+        )
+        acknowledge(
+            function,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ec2:DescribeSubnets, DescribeVpcs and DescribeSecurityGroupRules support no resource-level "
+            "permissions; the function's only write actions (revoking rules) are granted per security group.",
+        )
+        return function
+
+    def _subnet_vpc(self, subnet_ids: list[str]) -> str:
+        """The VPC of the configured subnets, looked up at deploy time (fails if it or they lack the tag)."""
+        lookup = CustomResource(
+            self,
+            "SubnetVpc",
+            service_token=self._network_function().function_arn,
+            resource_type="Custom::SubnetVpc",
+            properties={"Action": "SubnetVpc", "SubnetIds": subnet_ids},
+        )
+        return lookup.get_att_string("VpcId")
+
+    def _security_groups(self, settings: Settings, vpc_id: str) -> tuple[emr_spec.SecurityGroups, Construct]:
+        """EMR-managed security groups declared in the stack, and the construct that cleans them up on delete.
+
+        Without them EMR creates ElasticMapReduce-master/-slave groups in the VPC, outside CloudFormation;
+        their rules reference each other, so `cdk destroy` cannot delete the VPC (DependencyViolation).
+        EMR still adds its cross-referencing rules to these groups at launch: the returned custom resource
+        revokes every rule on delete, after the cluster (which depends on it) is gone and before the
+        groups are deleted. The groups carry the managed-policy tag, without which
+        AmazonEMRServicePolicy_v2 cannot add those rules.
+        """
+        tag = emr_spec.MANAGED_POLICY_TAG
+
+        def group(construct_id: str, name: str, role: str) -> ec2.CfnSecurityGroup:
+            return ec2.CfnSecurityGroup(
+                self,
+                construct_id,
+                group_description=f"{settings.name_prefix}: EMR-managed {role}; EMR adds its rules at launch",
+                vpc_id=vpc_id,
+                tags=[
+                    CfnTag(key=tag["Key"], value=tag["Value"]),
+                    CfnTag(key="Name", value=f"{settings.name_prefix}-emr-{name}"),
+                ],
+            )
+
+        groups = [
+            group("EmrPrimaryGroup", "primary", "primary node"),
+            group("EmrCoreTaskGroup", "core-task", "core and task nodes"),
+        ]
+        if settings.private_subnets:  # EMR requires it in private subnets and refuses it in public ones
+            groups.append(group("EmrServiceAccessGroup", "service-access", "service access (private subnets)"))
+        function = self._network_function()
+        revoke = iam.Policy(
+            self,
+            "RevokeSecurityGroupRulesPolicy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="RevokeEmrGroupRules",
+                    actions=["ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress"],
+                    resources=[
+                        f"arn:{Aws.PARTITION}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:security-group/{g.attr_group_id}"
+                        for g in groups
+                    ],
+                )
+            ],
+            roles=[function.role] if function.role else [],
+        )
+        cleanup = CustomResource(
+            self,
+            "SecurityGroupRules",
+            service_token=function.function_arn,
+            resource_type="Custom::EmrSecurityGroupRules",
+            properties={"Action": "RevokeSecurityGroupRules", "GroupIds": [g.attr_group_id for g in groups]},
+        )
+        # A separate policy the function itself does not wait for: the groups may depend on the function
+        # (their VPC id comes from SubnetVpc with existing subnets), so their ARNs cannot be in its role's
+        # default policy. The cleanup must still hold the grant when it runs, on delete.
+        cleanup.node.add_dependency(revoke)
+        service = groups[2].attr_group_id if len(groups) > 2 else None
+        return emr_spec.SecurityGroups(groups[0].attr_group_id, groups[1].attr_group_id, service), cleanup
 
     def _roles(
         self, settings: Settings, project_bucket: s3.IBucket, logs_bucket: s3.IBucket, data_key: kms.IKey
@@ -407,6 +529,7 @@ class ClusterStack(Stack):
         instance_profile: iam.CfnInstanceProfile,
         security: emr.CfnSecurityConfiguration,
         subnet_ids: list[str],
+        security_groups: emr_spec.SecurityGroups,
     ) -> None:
         """The launcher's contract (first six keys) plus what a transient cluster needs."""
         bucket_name = project_bucket.bucket_name
@@ -433,6 +556,13 @@ class ClusterStack(Stack):
             "InstanceProfileName": (instance_profile.ref, "EMR EC2 instance profile"),
             "SecurityConfigurationName": (security.ref, "EMR security configuration"),
             "Ec2SubnetIds": (Fn.join(",", subnet_ids), "Subnets the cluster may use"),
+            "EmrManagedMasterSecurityGroup": (security_groups.primary, "EMR-managed security group, primary node"),
+            "EmrManagedSlaveSecurityGroup": (security_groups.core_task, "EMR-managed security group, core/task"),
         }
+        if security_groups.service_access is not None:
+            outputs["ServiceAccessSecurityGroup"] = (
+                security_groups.service_access,
+                "EMR-managed service-access security group (private subnets)",
+            )
         for key, (value, description) in outputs.items():
             CfnOutput(self, key, value=value, description=description)

@@ -7,8 +7,9 @@ so the difference is tested rather than remembered: a configuration's properties
 ``CoreInstanceFleet`` and ``TaskInstanceFleets`` instead of one list with an ``InstanceFleetType``.
 
 Instance *fleets*, not groups: only fleets can fall back from spot to on-demand
-(``SpotSpecification.TimeoutAction = SWITCH_TO_ON_DEMAND``), mix several instance types in one spot pool
-(fewer interruptions), and spread over several subnets. Managed scaling works on both.
+(``SpotSpecification.TimeoutAction = SWITCH_TO_ON_DEMAND``, allowed by the settings only when it stays
+under the on-demand cap), mix several instance types in one spot pool (fewer interruptions), and spread
+over several subnets. Managed scaling works on both.
 
 Pure Python (no aws_cdk import): the launcher imports it without CDK installed.
 """
@@ -32,6 +33,33 @@ BOOTSTRAP_ACTION_NAME = "featurizer-python-venv"
 # once by default, which would rerun a whole featurization after any failure, even exit 2 for a bad
 # argument: one attempt, and the step reports the failure.
 STEP_CONF = {"spark.yarn.maxAppAttempts": "1"}
+# Fault handling, set on purpose (infra/README.md, "Faults and spot"). Spark's defaults for the two counts,
+# pinned so a change of Spark or EMR default cannot change how often a failing image batch is retried.
+# Executors lost with their node (spot reclaim, scale-in) do not count as task failures; EMR's own
+# decommissioning handling (on by default: no new tasks on decommissioning nodes, their shuffle state
+# dropped early, fetch failures from them not counted) covers spot nodes.
+FAULT_CONF = {
+    # A task fails the job after 4 attempts (a corrupt image is caught per row by the job, so repeated
+    # task failures mean a broken node or an out-of-memory worker).
+    "spark.task.maxFailures": "4",
+    # Stop scheduling on an executor (1 failed attempt of a task) or node (2) that keeps failing, e.g. a
+    # node whose bootstrap left a broken venv; forgiven after 15 minutes, since an elastic cluster is small
+    # and a transient fault (one worker killed for memory) should not cost an executor for the whole job.
+    "spark.excludeOnFailure.enabled": "true",
+    "spark.excludeOnFailure.timeout": "15min",
+    # A stage whose attempts keep failing (fetch failures of lost shuffle output) aborts after 4 tries.
+    "spark.stage.maxConsecutiveAttempts": "4",
+}
+
+
+@dataclass(frozen=True)
+class SecurityGroups:
+    """EMR-managed security groups declared by the cluster stack (their ids, or tokens in the stack)."""
+
+    primary: str
+    core_task: str
+    # Only for private subnets, where EMR requires it (and refuses it in public ones).
+    service_access: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +71,9 @@ class ClusterResources:
     security_configuration: str
     log_uri: str
     subnet_ids: Sequence[str]
+    # The stack's EMR-managed security groups (outputs EmrManagedMasterSecurityGroup, ...): a cluster in the
+    # stack's VPC that lacks them makes EMR create ElasticMapReduce-* groups there, which block deleting it.
+    security_groups: SecurityGroups | None = None
 
 
 def applications(settings: Settings) -> list[Spec]:
@@ -54,8 +85,14 @@ def applications(settings: Settings) -> list[Spec]:
 def configurations(settings: Settings) -> list[Spec]:
     """Point PySpark at the bootstrap's virtual environment and set what the featurization UDF relies on.
 
-    Python workers are reused (the model is loaded once per worker, not per task), and Arrow batches are
-    small because every row carries a whole image.
+    - Python workers are reused (the model is loaded once per worker, not per task).
+    - Executor and driver memory come from ``settings.spark_memory`` (spec.settings.spark_memory: the
+      Python workers' model copies live in memoryOverhead).
+    - The session's Arrow batch (``arrow_max_records_per_batch``) is small because every row carries a
+      whole image; it does not cap the featurize stage, where the job's --batch-size is the Arrow batch.
+    - :data:`FAULT_CONF`: retries and exclusion of failing executors.
+    - yarn-site: YARN node labels on, application masters (= drivers, in cluster mode) only on CORE
+      nodes. EMR 6+ has labels off, so a driver could land on a spot task node and be lost with it.
     """
     python = settings.venv_python
     return [
@@ -77,6 +114,15 @@ def configurations(settings: Settings) -> list[Spec]:
                 "spark.python.worker.reuse": "true",
                 "spark.sql.execution.arrow.pyspark.enabled": "true",
                 "spark.sql.execution.arrow.maxRecordsPerBatch": str(settings.arrow_max_records_per_batch),
+                **settings.spark_memory.properties(),
+                **FAULT_CONF,
+            },
+        },
+        {
+            "Classification": "yarn-site",
+            "Properties": {
+                "yarn.node-labels.enabled": "true",
+                "yarn.node-labels.am.default-node-label-expression": "CORE",
             },
         },
     ]
@@ -94,7 +140,9 @@ def instance_fleets(settings: Settings) -> list[Spec]:
             task["LaunchSpecifications"] = {
                 "SpotSpecification": {
                     "TimeoutDurationMinutes": settings.spot_timeout_minutes,
-                    "TimeoutAction": "SWITCH_TO_ON_DEMAND",
+                    # Applies to the initial provisioning only; Settings refuses SWITCH_TO_ON_DEMAND when
+                    # it would exceed scaling_max_on_demand_units (managed scaling's resizes respect it).
+                    "TimeoutAction": settings.spot_timeout_action,
                     "AllocationStrategy": "price-capacity-optimized",
                 }
             }
@@ -105,11 +153,19 @@ def instance_fleets(settings: Settings) -> list[Spec]:
     return fleets
 
 
-def job_flow_instances(settings: Settings, subnet_ids: Sequence[str], *, keep_alive: bool) -> Spec:
+def job_flow_instances(
+    settings: Settings,
+    subnet_ids: Sequence[str],
+    *,
+    keep_alive: bool,
+    security_groups: SecurityGroups | None = None,
+) -> Spec:
     """The ``Instances`` argument of ``run_job_flow``.
 
     ``keep_alive`` is always explicit: with an auto-termination policy EMR needs
     ``KeepJobFlowAliveWhenNoSteps`` set, True for a long-lived cluster, False for a transient one.
+    ``security_groups``: the stack's EMR-managed groups; without them EMR creates its own
+    ElasticMapReduce-master/-slave groups in the VPC, outside CloudFormation.
     """
     instances: Spec = {
         "InstanceFleets": instance_fleets(settings),
@@ -118,6 +174,11 @@ def job_flow_instances(settings: Settings, subnet_ids: Sequence[str], *, keep_al
     }
     if subnet_ids:
         instances["Ec2SubnetIds"] = list(subnet_ids)
+    if security_groups is not None:
+        instances["EmrManagedMasterSecurityGroup"] = security_groups.primary
+        instances["EmrManagedSlaveSecurityGroup"] = security_groups.core_task
+        if security_groups.service_access is not None:
+            instances["ServiceAccessSecurityGroup"] = security_groups.service_access
     if settings.ec2_key_name:
         instances["Ec2KeyName"] = settings.ec2_key_name
     return instances
@@ -264,12 +325,14 @@ def run_job_flow_request(
 ) -> Spec:
     """Keyword arguments for boto3 ``emr.run_job_flow``: the same cluster the CDK stack declares."""
     request: Spec = {
-        "Name": name or settings.name_prefix,
+        "Name": name or settings.cluster_name,
         "ReleaseLabel": settings.release_label,
         "LogUri": resources.log_uri,
         "Applications": applications(settings),
         "Configurations": configurations(settings),
-        "Instances": job_flow_instances(settings, resources.subnet_ids, keep_alive=keep_alive),
+        "Instances": job_flow_instances(
+            settings, resources.subnet_ids, keep_alive=keep_alive, security_groups=resources.security_groups
+        ),
         "BootstrapActions": [
             bootstrap_action(bootstrap_script_uri, bootstrap_args(settings, requirements_uri, wheelhouse_uri)),
         ],

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_cdk.assertions import Match, Template
 
 from spec import emr_spec
 from spec.settings import load_settings
@@ -23,6 +24,8 @@ OVERRIDES: dict[str, object] = {
     "weights_sha256": SHA,
     "ec2_key_name": "ops-key",
     "bootstrap_profile": "onnx",
+    "private_subnets": "true",
+    "cluster_generation": "2",
 }
 
 
@@ -91,7 +94,10 @@ def test_weights_are_staged_readable_and_passed_to_the_step(variant: Synth, clus
 
 def test_variant_matches_emr_spec(cluster_props: dict[str, Any]) -> None:
     settings = load_settings(OVERRIDES)
-    instances = emr_spec.job_flow_instances(settings, settings.subnet_ids, keep_alive=True)
+    groups = emr_spec.SecurityGroups(
+        "${EmrPrimaryGroup.GroupId}", "${EmrCoreTaskGroup.GroupId}", "${EmrServiceAccessGroup.GroupId}"
+    )
+    instances = emr_spec.job_flow_instances(settings, settings.subnet_ids, keep_alive=True, security_groups=groups)
     assert cluster_props["Instances"] == emr_spec.to_cloudformation_instances(instances)
     assert cluster_props["BootstrapActions"][0]["ScriptBootstrapAction"]["Path"].startswith(f"s3://{PROJECT_BUCKET}/")
 
@@ -110,3 +116,38 @@ def test_lint_check_can_fail(variant: Synth, tmp_path: Path) -> None:
     broken = tmp_path / "broken.template.json"
     broken.write_text(json.dumps(template))
     assert any(f["Level"] == "Error" for f in cfn_lint([broken]))
+
+
+def test_a_new_generation_replaces_the_cluster(variant: Synth, cluster_props: dict[str, Any]) -> None:
+    """-c cluster_generation=2: another logical id (and name), so CloudFormation creates a new cluster
+    instead of updating the auto-terminated one (test_stacks checks generation 1 is "Cluster")."""
+    (name,) = [k for k, r in variant.cluster["Resources"].items() if r["Type"] == "AWS::EMR::Cluster"]
+    assert name == "ClusterGen2"
+    assert cluster_props["Name"] == "featurizer-g2"
+    assert flat(variant.cluster["Outputs"]["ClusterId"]["Value"]) == "${ClusterGen2}"
+
+
+def test_existing_private_subnets_get_all_three_groups_in_their_vpc(variant: Synth) -> None:
+    """The VPC id comes from the subnets at deploy time (the lookup also fails if it lacks the EMR tag)."""
+    template = Template.from_json(variant.cluster)
+    template.has_resource_properties(
+        "Custom::SubnetVpc",
+        {"Action": "SubnetVpc", "SubnetIds": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]},
+    )
+    template.resource_count_is("AWS::EC2::SecurityGroup", 3)
+    template.all_resources_properties(
+        "AWS::EC2::SecurityGroup", Match.object_like({"VpcId": {"Fn::GetAtt": ["SubnetVpc", "VpcId"]}})
+    )
+    template.has_resource_properties(
+        "AWS::EMR::Cluster",
+        {
+            "Instances": Match.object_like(
+                {"ServiceAccessSecurityGroup": {"Fn::GetAtt": ["EmrServiceAccessGroup", "GroupId"]}}
+            )
+        },
+    )
+    template.has_resource_properties(
+        "Custom::EmrSecurityGroupRules",
+        {"GroupIds": Match.array_with([{"Fn::GetAtt": ["EmrServiceAccessGroup", "GroupId"]}])},
+    )
+    assert "ServiceAccessSecurityGroup" in variant.cluster["Outputs"]

@@ -137,8 +137,11 @@ def test_cluster_definition_is_emr_spec(default_synth: Synth, emr_cluster: dict[
     subnets = props["Instances"]["Ec2SubnetIds"]
     assert props["Applications"] == emr_spec.applications(SETTINGS)
     assert props["Configurations"] == emr_spec.to_cloudformation_configurations(emr_spec.configurations(SETTINGS))
+    groups = emr_spec.SecurityGroups(
+        props["Instances"]["EmrManagedMasterSecurityGroup"], props["Instances"]["EmrManagedSlaveSecurityGroup"]
+    )
     assert props["Instances"] == emr_spec.to_cloudformation_instances(
-        emr_spec.job_flow_instances(SETTINGS, subnets, keep_alive=True)
+        emr_spec.job_flow_instances(SETTINGS, subnets, keep_alive=True, security_groups=groups)
     )
     args = props["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"]
     wheelhouse = args[args.index("--wheelhouse") + 1]
@@ -300,6 +303,104 @@ def test_default_network_is_tagged_for_the_managed_policy(cluster: Template) -> 
     )
     cluster.has_resource_properties("AWS::EC2::FlowLog", {"LogDestinationType": "s3", "TrafficType": "REJECT"})
     cluster.has_resource_properties("AWS::EC2::VPCEndpoint", {"VpcEndpointType": "Gateway"})
+
+
+MANAGED_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
+
+
+def test_the_vpc_itself_carries_the_managed_policy_tag(cluster: Template) -> None:
+    """AmazonEMRServicePolicy_v2 creates and uses security groups only in a tagged VPC, subnets are not enough."""
+    cluster.resource_count_is("AWS::EC2::VPC", 1)
+    cluster.has_resource_properties("AWS::EC2::VPC", {"Tags": Match.array_with([MANAGED_TAG])})
+
+
+def test_emr_managed_security_groups_are_declared_tagged_and_used(cluster: Template) -> None:
+    """Declared in the stack, so EMR creates no ElasticMapReduce-* groups that would block deleting the VPC."""
+    cluster.resource_count_is("AWS::EC2::SecurityGroup", 2)
+    cluster.all_resources_properties(
+        "AWS::EC2::SecurityGroup",
+        Match.object_like(
+            {"VpcId": {"Ref": Match.string_like_regexp("^Network")}, "Tags": Match.array_with([MANAGED_TAG])}
+        ),
+    )
+    cluster.has_resource_properties(
+        "AWS::EMR::Cluster",
+        {
+            "Instances": Match.object_like(
+                {
+                    "EmrManagedMasterSecurityGroup": {"Fn::GetAtt": [Match.string_like_regexp("Primary"), "GroupId"]},
+                    "EmrManagedSlaveSecurityGroup": {"Fn::GetAtt": [Match.string_like_regexp("CoreTask"), "GroupId"]},
+                    # Public subnets: EMR refuses a service-access group there.
+                    "ServiceAccessSecurityGroup": Match.absent(),
+                }
+            )
+        },
+    )
+
+
+def test_rules_emr_adds_to_the_groups_are_revoked_on_delete(default_synth: Synth, cluster: Template) -> None:
+    """Delete order: the cluster, then the rule cleanup (revokes every rule), then the groups."""
+    group_ids = [
+        {"Fn::GetAtt": [Match.string_like_regexp("Primary"), "GroupId"]},
+        {"Fn::GetAtt": [Match.string_like_regexp("CoreTask"), "GroupId"]},
+    ]
+    cluster.has_resource_properties(
+        "Custom::EmrSecurityGroupRules",
+        {
+            "ServiceToken": {"Fn::GetAtt": [Match.string_like_regexp("NetworkHandler"), "Arn"]},
+            "Action": "RevokeSecurityGroupRules",
+            "GroupIds": group_ids,
+        },
+    )
+    cluster.has_resource_properties(
+        "AWS::Lambda::Function",
+        {"Handler": "emr_network.handler", "Runtime": "python3.14", "Role": Match.any_value()},
+    )
+    revoke = Match.object_like(
+        {
+            "Action": ["ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress"],
+            "Resource": [
+                {"Fn::Join": ["", Match.array_with([":security-group/", group_ids[0]])]},
+                {"Fn::Join": ["", Match.array_with([":security-group/", group_ids[1]])]},
+            ],
+        }
+    )
+    cluster.has_resource_properties(
+        "AWS::IAM::Policy", {"PolicyDocument": Match.object_like({"Statement": [revoke]}), "Roles": Match.any_value()}
+    )
+    names = {r["Type"]: name for name, r in default_synth.cluster["Resources"].items()}
+    (emr_cluster,) = resources(default_synth.cluster, "AWS::EMR::Cluster")
+    assert names["Custom::EmrSecurityGroupRules"] in emr_cluster["DependsOn"]
+
+
+def test_outputs_publish_the_roles_and_groups_for_transient_clusters(default_synth: Synth) -> None:
+    """`cluster up --transient --stack` runs with the stack's roles (they hold the data-key grants) and groups."""
+    outputs = {k: v["Value"] for k, v in default_synth.cluster["Outputs"].items()}
+    types = {name: r["Type"] for name, r in default_synth.cluster["Resources"].items()}
+    assert types[outputs["ServiceRoleName"]["Ref"]] == "AWS::IAM::Role"
+    assert types[outputs["InstanceProfileName"]["Ref"]] == "AWS::IAM::InstanceProfile"
+    assert types[outputs["SecurityConfigurationName"]["Ref"]] == "AWS::EMR::SecurityConfiguration"
+    assert outputs["EmrManagedMasterSecurityGroup"] == {"Fn::GetAtt": ["EmrPrimaryGroup", "GroupId"]}
+    assert outputs["EmrManagedSlaveSecurityGroup"] == {"Fn::GetAtt": ["EmrCoreTaskGroup", "GroupId"]}
+    assert "ServiceAccessSecurityGroup" not in outputs
+    # Those roles are the ones with the data-key grants the security configuration's SSE-KMS needs.
+    key_users = [
+        r["Properties"]["Roles"]
+        for r in resources(default_synth.cluster, "AWS::IAM::Policy")
+        if any(
+            "kms:GenerateDataKey" in json.dumps(st.get("Action"))
+            for st in r["Properties"]["PolicyDocument"]["Statement"]
+        )
+    ]
+    roles = {ref["Ref"] for refs in key_users for ref in refs}
+    profile = next(r for r in resources(default_synth.cluster, "AWS::IAM::InstanceProfile"))
+    assert outputs["ServiceRoleName"]["Ref"] in roles
+    assert profile["Properties"]["Roles"][0]["Ref"] in roles
+
+
+def test_first_generation_keeps_the_plain_logical_id(default_synth: Synth) -> None:
+    (name,) = [k for k, r in default_synth.cluster["Resources"].items() if r["Type"] == "AWS::EMR::Cluster"]
+    assert name == "Cluster"
 
 
 def test_contract_outputs(default_synth: Synth, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
 from spec import emr_spec
-from spec.settings import Settings, load_settings
+from spec.settings import Settings, SettingsError, load_settings
 
 RESOURCES = emr_spec.ClusterResources(
     service_role="featurizer-service",
@@ -63,6 +65,45 @@ def test_pyspark_uses_the_bootstrap_venv_and_the_udf_settings() -> None:
     assert all(isinstance(v, str) for v in defaults.values())
 
 
+def test_drivers_stay_on_core_nodes() -> None:
+    """YARN node labels: application masters (the driver, in cluster mode) only on CORE nodes, never spot tasks."""
+    configs = {c["Classification"]: c for c in emr_spec.configurations(Settings())}
+    assert configs["yarn-site"]["Properties"] == {
+        "yarn.node-labels.enabled": "true",
+        "yarn.node-labels.am.default-node-label-expression": "CORE",
+    }
+
+
+def test_spark_defaults_size_memory_for_the_model_and_set_fault_handling() -> None:
+    defaults = {c["Classification"]: c for c in emr_spec.configurations(Settings())}["spark-defaults"]["Properties"]
+    # m5.xlarge (YARN 12288 MiB) with the tf profile: see spec.settings.spark_memory's docstring.
+    assert {k: v for k, v in defaults.items() if k.startswith(("spark.executor.", "spark.driver."))} == {
+        "spark.executor.cores": "2",
+        "spark.executor.memory": "1664m",
+        "spark.executor.memoryOverhead": "4480m",
+        "spark.driver.cores": "2",
+        "spark.driver.memory": "3200m",
+        "spark.driver.memoryOverhead": "2944m",
+    }
+    assert "spark.executor.pyspark.memory" not in defaults  # RLIMIT_AS would break TensorFlow (see docstring)
+    assert defaults["spark.task.maxFailures"] == "4"
+    assert defaults["spark.excludeOnFailure.enabled"] == "true"
+    assert defaults["spark.excludeOnFailure.timeout"] == "15min"
+    assert defaults["spark.stage.maxConsecutiveAttempts"] == "4"
+    # Spark on YARN decommissions executors only without the external shuffle service (SPARK-39018),
+    # which EMR runs for dynamic allocation: the setting would be a no-op there, so it is left out.
+    assert not [k for k in defaults if k.startswith(("spark.decommission.", "spark.storage.decommission."))]
+
+
+def test_spark_memory_follows_the_profile_and_the_fleets() -> None:
+    onnx = load_settings({"bootstrap_profile": "onnx", "weights_s3_uri": "s3://bkt/m.onnx", "weights_sha256": "0" * 64})
+    props = {c["Classification"]: c for c in emr_spec.configurations(onnx)}["spark-defaults"]["Properties"]
+    assert (props["spark.executor.memory"], props["spark.executor.memoryOverhead"]) == ("2944m", "3200m")
+    big = load_settings({"core_instance_type": "m5.2xlarge", "task_instance_types": "m5.2xlarge,r5.2xlarge"})
+    props = {c["Classification"]: c for c in emr_spec.configurations(big)}["spark-defaults"]["Properties"]
+    assert props["spark.executor.cores"] == "4"  # 8 vCPU / 2 executors per node
+
+
 def test_applications_include_notebook_endpoints() -> None:
     assert [a["Name"] for a in emr_spec.applications(Settings())] == [
         "Hadoop",
@@ -72,7 +113,7 @@ def test_applications_include_notebook_endpoints() -> None:
     ]
 
 
-def test_task_fleet_is_spot_with_on_demand_fallback() -> None:
+def test_task_fleet_is_spot_and_its_timeout_never_exceeds_the_on_demand_cap() -> None:
     fleets = {f["InstanceFleetType"]: f for f in emr_spec.instance_fleets(Settings())}
     assert fleets["MASTER"]["TargetOnDemandCapacity"] == 1 and fleets["MASTER"]["TargetSpotCapacity"] == 0
     assert fleets["CORE"]["TargetOnDemandCapacity"] == 2 and fleets["CORE"]["TargetSpotCapacity"] == 0
@@ -80,7 +121,18 @@ def test_task_fleet_is_spot_with_on_demand_fallback() -> None:
     assert (task["TargetOnDemandCapacity"], task["TargetSpotCapacity"]) == (0, 2)
     assert [t["InstanceType"] for t in task["InstanceTypeConfigs"]] == ["m5.xlarge", "m5a.xlarge", "m6i.xlarge"]
     spot = task["LaunchSpecifications"]["SpotSpecification"]
-    assert spot["TimeoutAction"] == "SWITCH_TO_ON_DEMAND" and spot["TimeoutDurationMinutes"] == 10
+    # Defaults: 2 core on demand = the on-demand cap, so a switch of the 2 spot task nodes would make 4.
+    assert spot["TimeoutAction"] == "TERMINATE_CLUSTER" and spot["TimeoutDurationMinutes"] == 10
+    with pytest.raises(SettingsError, match=r"spot_timeout_action.*above scaling_max_on_demand_units=2"):
+        load_settings({"spot_timeout_action": "SWITCH_TO_ON_DEMAND"})
+    # With room under the cap for every initial spot unit, the fallback is allowed.
+    fits = load_settings({"spot_timeout_action": "SWITCH_TO_ON_DEMAND", "scaling_max_on_demand_units": 4})
+    task = emr_spec.instance_fleets(fits)[-1]
+    assert task["LaunchSpecifications"]["SpotSpecification"]["TimeoutAction"] == "SWITCH_TO_ON_DEMAND"
+    core_plus_task = sum(
+        f["TargetOnDemandCapacity"] + f["TargetSpotCapacity"] for f in emr_spec.instance_fleets(fits)[1:]
+    )
+    assert core_plus_task <= emr_spec.managed_scaling_policy(fits)["ComputeLimits"]["MaximumOnDemandCapacityUnits"]
 
 
 def test_on_demand_tasks_and_no_tasks() -> None:
@@ -207,3 +259,31 @@ def test_cloudformation_translation() -> None:
     }  # fmt: skip
     assert "InstanceFleetType" not in instances["MasterInstanceFleet"]
     assert instances["TaskInstanceFleets"][0]["Name"] == "Task"
+
+
+def test_security_groups_go_into_the_instances() -> None:
+    groups = emr_spec.SecurityGroups(primary="sg-0aaa", core_task="sg-0bbb")
+    instances = emr_spec.job_flow_instances(Settings(), ["subnet-1"], keep_alive=True, security_groups=groups)
+    assert instances["EmrManagedMasterSecurityGroup"] == "sg-0aaa"
+    assert instances["EmrManagedSlaveSecurityGroup"] == "sg-0bbb"
+    assert "ServiceAccessSecurityGroup" not in instances  # refused by EMR in public subnets
+    private = emr_spec.SecurityGroups(primary="sg-0aaa", core_task="sg-0bbb", service_access="sg-0ccc")
+    instances = emr_spec.job_flow_instances(Settings(), ["subnet-1"], keep_alive=True, security_groups=private)
+    assert instances["ServiceAccessSecurityGroup"] == "sg-0ccc"
+    assert "EmrManagedMasterSecurityGroup" not in emr_spec.job_flow_instances(Settings(), [], keep_alive=True)
+    resources = dataclasses.replace(RESOURCES, security_groups=private)
+    request = emr_spec.run_job_flow_request(
+        Settings(), resources=resources, bootstrap_script_uri="s3://b/i.sh", requirements_uri="s3://b/r.txt",
+        wheelhouse_uri="s3://b/w",
+    )  # fmt: skip
+    assert run_job_flow_errors(request) == ""
+    assert request["Instances"]["ServiceAccessSecurityGroup"] == "sg-0ccc"
+
+
+def test_cluster_generation_names_the_cluster() -> None:
+    request = emr_spec.run_job_flow_request(
+        load_settings({"cluster_generation": 3}), resources=RESOURCES, bootstrap_script_uri="s3://b/i.sh",
+        requirements_uri="s3://b/r.txt", wheelhouse_uri="s3://b/w",
+    )  # fmt: skip
+    assert request["Name"] == "featurizer-g3"
+    assert Settings().cluster_name == "featurizer"
