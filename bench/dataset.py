@@ -12,7 +12,9 @@ from pathlib import Path
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FRUITS = SHARED_DATA / "fruits360-sample" / "Test"
-WEIGHTS_SEED = 7  # the same calibration as tests/conftest.py:weights_file
+if not FRUITS.is_dir():  # a fresh clone: the 100 images vendored with the tests
+    FRUITS = Path(__file__).resolve().parents[1] / "tests" / "data" / "fruits360" / "Test"
+WEIGHTS_SEED = 7  # the seed of tests/conftest.py:weights_file (calibrated there on the 100 vendored images)
 
 
 def source_images(root: Path = FRUITS) -> list[Path]:

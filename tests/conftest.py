@@ -1,4 +1,8 @@
-"""Shared fixtures: one local SparkSession per test run, the real sample images, test weights."""
+"""Shared fixtures: one local SparkSession per test run, the real sample images, test weights.
+
+With FEATURIZER_NO_SKIPS=1 (CI sets it) a skipped test fails the run: every test here is
+expected to run on a fresh clone (the images are vendored in tests/data/).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-FRUITS = SHARED_DATA / "fruits360-sample" / "Test"
+# 100 real Fruits-360 JPEGs (10 classes x 10), vendored: see tests/data/fruits360/ATTRIBUTION.txt.
+FRUITS = REPO / "tests" / "data" / "fruits360" / "Test"
+FRUIT_COUNT, FRUIT_CLASSES = 100, 10
+NO_SKIPS = os.environ.get("FEATURIZER_NO_SKIPS") == "1"
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -18,10 +24,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def fruit_images() -> list[Path]:
-    """The 750 real Fruits-360 JPEGs, used where they are (never copied into the repo)."""
-    if not FRUITS.is_dir():
-        pytest.skip(f"real sample images not found at {FRUITS}")
-    return sorted(FRUITS.rglob("*.jpg"))
+    """The 100 vendored Fruits-360 JPEGs, sorted (class folder, then file name)."""
+    images = sorted(FRUITS.rglob("*.jpg"))
+    assert len(images) == FRUIT_COUNT, f"expected {FRUIT_COUNT} fixture images under {FRUITS}, found {len(images)}"
+    return images
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +48,7 @@ def spark():
 
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory) -> Path:
-    """MobileNetV2 with seeded random weights, BatchNorm calibrated on 64 real images.
+    """MobileNetV2 with seeded random weights, BatchNorm calibrated on the 100 fixture images.
 
     Raw random initialisation gives ~1e-11 features; calibrated statistics give features
     with a realistic spread, so numeric comparisons (Keras vs job, numpy vs job PCA) mean something.
@@ -50,8 +56,36 @@ def weights_file(tmp_path_factory) -> Path:
     from job.decode import decode_batch
     from job.model import random_model
 
-    images = fruit_images()[::12][:64]
-    batch, _, _ = decode_batch([p.read_bytes() for p in images])
+    batch, _, _ = decode_batch([p.read_bytes() for p in fruit_images()])
     path = tmp_path_factory.mktemp("weights") / "mobilenet_v2_calibrated.weights.h5"
     random_model(batch, seed=7).save_weights(str(path))
     return path
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _fail_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if NO_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but FEATURIZER_NO_SKIPS=1 forbids skips: {_skip_reason(report)}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """With FEATURIZER_NO_SKIPS=1, a test skipped in setup or in its body is reported as failed."""
+    report = yield
+    _fail_skip(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """With FEATURIZER_NO_SKIPS=1, a module skipped at import (pytest.skip, importorskip) fails too."""
+    report = yield
+    _fail_skip(report)
+    return report

@@ -18,7 +18,7 @@ from tests.conftest import fruit_images
 
 
 def test_image_set_repeats_the_sources_under_distinct_paths(tmp_path: Path) -> None:
-    fruit_images()  # skip when the shared images are absent
+    fruit_images()  # the vendored images, which bench.dataset falls back to without ../shared
     sources = source_images()
     n = len(sources) + 7
     root = make_image_set(tmp_path / "set", n, sources)

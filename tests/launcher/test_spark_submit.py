@@ -20,7 +20,7 @@ from spec.package import build_package
 from spec.run_spec import RunSpec
 
 REPO = Path(__file__).resolve().parents[2]
-FRUITS = REPO / ".." / "shared" / "data" / "fruits360-sample" / "Test"
+FRUITS = REPO / "tests" / "data" / "fruits360" / "Test"  # vendored: see its ATTRIBUTION.txt
 PYSPARK_BIN = (
     Path(sys.prefix)
     / "lib"
