@@ -14,6 +14,8 @@ FEATURE_DIM = 1280
 DEFAULT_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG]}"
 WEIGHT_KEYWORDS = ("imagenet", "random")
 ENGINES = ("tf", "onnx")
+# "exact": the seed's pixels (Pillow's bicubic); "fast": OpenCV's resize, other pixels (job/decode.py).
+RESIZE_MODES = ("exact", "fast")
 
 
 class UsageError(ValueError):
@@ -32,6 +34,7 @@ class JobConfig:
     master: str | None = None
     engine: str = "tf"
     threads: int = 0  # TensorFlow/ONNX threads per Python worker; 0 = the task's share of the executor
+    resize: str = "exact"
 
     def __post_init__(self) -> None:
         if not self.input:
@@ -50,6 +53,8 @@ class JobConfig:
             raise UsageError(f"--batch-size must be between 1 and 1024, got {self.batch_size}")
         if self.engine not in ENGINES:
             raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.resize not in RESIZE_MODES:
+            raise UsageError(f"--resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
         if self.threads < 0:
             raise UsageError(f"--threads must be >= 0, got {self.threads}")
         if not self.glob:
@@ -96,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master", default=None, help="Spark master, e.g. local[*] (default: spark-submit's)")
     p.add_argument("--engine", default="tf", choices=ENGINES, help="inference engine")
     p.add_argument("--threads", type=int, default=0, help="inference threads per worker (0 = auto)")
+    p.add_argument(
+        "--resize",
+        default="exact",
+        choices=RESIZE_MODES,
+        help="exact: the seed's pixels (Pillow bicubic, default); fast: OpenCV, other pixels and features",
+    )
     return p
 
 
@@ -112,4 +123,5 @@ def from_argv(argv: list[str]) -> JobConfig:
         master=ns.master,
         engine=ns.engine,
         threads=ns.threads,
+        resize=ns.resize,
     )

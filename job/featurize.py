@@ -35,6 +35,7 @@ class EngineSpec:
     suffix: str
     digest: str
     threads: int
+    resize: str = "exact"  # job.decode's resize mode (JobConfig.resize)
 
 
 _PREDICTORS: dict[tuple[str, str, int], Predictor] = {}
@@ -77,9 +78,9 @@ def worker_predictor(spec: EngineSpec) -> Predictor:
     return _PREDICTORS[key]
 
 
-def featurize_batch(pdf: pd.DataFrame, predict: Predictor) -> tuple[pd.DataFrame, int]:
+def featurize_batch(pdf: pd.DataFrame, predict: Predictor, resize: str = "exact") -> tuple[pd.DataFrame, int]:
     """Decode and featurize one batch; return (path, label, features bytes, error) rows, model calls."""
-    images, valid, reasons = decode_batch(list(pdf["content"]))
+    images, valid, reasons = decode_batch(list(pdf["content"]), resize)
     features: list[bytes | None] = [None] * len(pdf)
     if valid:
         out = np.asarray(predict(images), dtype=np.float32)
@@ -109,7 +110,7 @@ def featurize(images: DataFrame, spec: EngineSpec, batch_size: int, processed: A
         predict = worker_predictor(spec)
         for pdf in batches:
             for start in range(0, len(pdf), batch_size):
-                out, n = featurize_batch(pdf.iloc[start : start + batch_size], predict)
+                out, n = featurize_batch(pdf.iloc[start : start + batch_size], predict, spec.resize)
                 processed.add(n)
                 yield out
 
