@@ -74,7 +74,9 @@ def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsB
             raise UsageError(f"--weights {weights.source}: {exc}") from None
     threads = cfg.threads or int(spark.conf.get("spark.task.cpus", "1"))
     blob = spark.sparkContext.broadcast(data)
-    return EngineSpec(engine=cfg.engine, blob=blob, suffix=suffix, digest=weights.sha256, threads=threads)
+    return EngineSpec(
+        engine=cfg.engine, blob=blob, suffix=suffix, digest=weights.sha256, threads=threads, resize=cfg.resize
+    )
 
 
 def account(listing: Listing, staged: DataFrame, spark: SparkSession) -> DataFrame:
