@@ -325,6 +325,10 @@ def submit(state: State, **params: Any) -> None:
     submitting.step_args(run)  # the job's own checks first: they name the real problem
     if outputs is not None:
         submitting.check_role_scope(run, outputs.bucket)
+        if outputs.subnet_ids:
+            from launcher import preflight
+
+            preflight.check_vpc_tagged(state.aws(), outputs.subnet_ids)
     built = build_package(params["out_dir"])
     result = submitting.submit(
         state.aws(),
@@ -483,6 +487,7 @@ def cluster_up(state: State, **params: Any) -> None:
     """
     from launcher import cluster as clusters
     from launcher import deploy as deploying
+    from launcher import preflight
     from launcher import submit as submitting
     from launcher.stack import resolve
     from spec import artifacts
@@ -510,10 +515,18 @@ def cluster_up(state: State, **params: Any) -> None:
         instance_profile=params["instance_profile"] or (outputs and outputs.instance_profile) or "EMR_EC2_DefaultRole",
         security_configuration=params["security_configuration"] or (outputs and outputs.security_configuration),
     )
-    subnets = params["subnets"] or (outputs.subnet_ids if outputs is not None else ())
+    subnets = params["subnets"] or (outputs.subnet_ids if outputs is not None else ()) or settings.subnet_ids
     aws = state.aws()
     submitting.check_input(aws, input_uri)
     submitting.check_output(aws, output_uri)
+    # EMR would accept the request and fail minutes later: check the VPC's tag and the roles' key grants now.
+    preflight.check_vpc_tagged(aws, subnets)
+    preflight.check_key_grants(
+        aws,
+        service_role=roles.service_role,
+        instance_profile=roles.instance_profile,
+        security_configuration=roles.security_configuration,
+    )
     built = build_package(params["out_dir"])
     package_items = deploying.package_artifacts(built, prefix)
     bootstrap_items = deploying.bootstrap_artifacts(prefix)
@@ -542,6 +555,7 @@ def cluster_up(state: State, **params: Any) -> None:
         roles=roles,
         subnet_ids=subnets,
         wheelhouse_uri=deploying.wheelhouse_uri(bucket, wheel_items) if wheel_items else None,
+        security_groups=outputs.security_groups if outputs is not None and not params["subnets"] else None,
         name=params["name"],
     )
     cluster_id = clusters.start(aws, request)

@@ -46,6 +46,7 @@ def transient_request(
     subnet_ids: Sequence[str] = (),
     name: str | None = None,
     wheelhouse_uri: str | None = None,
+    security_groups: emr_spec.SecurityGroups | None = None,
 ) -> dict[str, Any]:
     """`run_job_flow` arguments: the shared cluster definition, one step, no keep-alive."""
     resources = emr_spec.ClusterResources(
@@ -54,6 +55,7 @@ def transient_request(
         security_configuration=roles.security_configuration or "",
         log_uri=log_uri,
         subnet_ids=tuple(subnet_ids) or settings.subnet_ids,
+        security_groups=security_groups,
     )
     request = emr_spec.run_job_flow_request(
         settings,

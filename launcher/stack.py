@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from launcher.aws import Aws
 from launcher.errors import InvalidUri, StackOutputsMissing
+from spec.emr_spec import SecurityGroups
 from spec.run_spec import RunDefaults
 
 REQUIRED = ("ClusterId", "ProjectBucketName")
@@ -30,6 +31,9 @@ class StackOutputs:
     security_configuration: str | None = None
     log_uri: str | None = None
     subnet_ids: tuple[str, ...] = ()
+    # The EMR-managed security groups the stack declares (and cleans up on destroy): a cluster in the
+    # stack's VPC without them makes EMR create its own, which then block deleting the VPC.
+    security_groups: SecurityGroups | None = None
 
     def artifacts_key_prefix(self, default: str) -> str:
         """The key prefix under the project bucket from `ArtifactsPrefix` (an s3:// URI), else `default`."""
@@ -68,4 +72,12 @@ def resolve(aws: Aws, name: str) -> StackOutputs:
         security_configuration=outputs.get("SecurityConfigurationName") or None,
         log_uri=outputs.get("LogUri") or None,
         subnet_ids=tuple(s for s in outputs.get("Ec2SubnetIds", "").split(",") if s),
+        security_groups=_security_groups(outputs),
     )
+
+
+def _security_groups(outputs: dict[str, str]) -> SecurityGroups | None:
+    primary, core_task = outputs.get("EmrManagedMasterSecurityGroup"), outputs.get("EmrManagedSlaveSecurityGroup")
+    if not primary or not core_task:
+        return None
+    return SecurityGroups(primary, core_task, outputs.get("ServiceAccessSecurityGroup") or None)

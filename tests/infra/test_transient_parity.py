@@ -34,6 +34,7 @@ def _transient() -> dict[str, Any]:
     return clusters.transient_request(
         load_settings(), bucket="b", bootstrap=deploying.bootstrap_artifacts(), step=step,
         log_uri="s3://logs/emr/", roles=roles, wheelhouse_uri="s3://b/artifacts/wheelhouse/tf/0123456789abcdef",
+        security_groups=emr_spec.SecurityGroups("sg-primary", "sg-core-task"),
     )  # fmt: skip
 
 
@@ -50,6 +51,8 @@ def test_transient_request_carries_every_policy_of_the_stacks_cluster(default_sy
     # Names differ (tokens in the template, the stack's outputs for the launcher); presence may not.
     for key in ("SecurityConfiguration", "ServiceRole", "JobFlowRole", "LogUri"):
         assert stack.get(key) and request.get(key), key
+    for key in ("EmrManagedMasterSecurityGroup", "EmrManagedSlaveSecurityGroup"):
+        assert stack["Instances"].get(key) and request["Instances"].get(key), key
     assert request["SecurityConfiguration"] == "stack-security-configuration"
     [stack_action] = stack["BootstrapActions"]
     [request_action] = request["BootstrapActions"]

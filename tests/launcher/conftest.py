@@ -161,7 +161,16 @@ def project(aws: boto3.Session) -> Project:
     put_images(aws)
     cluster_id = make_cluster(aws)
     make_stack(aws, stack_outputs(cluster_id))
+    tag_default_vpc(aws)
     return Project(session=aws, cluster_id=cluster_id)
+
+
+def tag_default_vpc(aws: boto3.Session) -> None:
+    """What AmazonEMRServicePolicy_v2 needs of the VPC a cluster starts in (launcher/preflight.py checks it)."""
+    ec2 = aws.client("ec2")
+    [vpc] = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+    tag = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
+    ec2.create_tags(Resources=[vpc["VpcId"]], Tags=[tag])
 
 
 # --- time and faults ---------------------------------------------------------------------------

@@ -131,30 +131,63 @@ def test_transient_cluster_of_the_onnx_profile_runs_the_onnx_engine_on_the_stage
     ]  # fmt: skip
 
 
-def test_transient_cluster_with_stack_uses_the_stacks_roles_security_and_logs(project: Project) -> None:
+def _stack_network(project: Project, *, tagged: bool) -> tuple[list[str], str, str]:
+    """A VPC with two subnets and the two EMR-managed groups, as the cluster stack declares them."""
+    ec2 = project.session.client("ec2")
+    tags = [{"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}] if tagged else []
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
+    if tags:
+        ec2.create_tags(Resources=[vpc, *subnets], Tags=tags)
+    groups = [ec2.create_security_group(GroupName=n, Description=n, VpcId=vpc)["GroupId"] for n in ("m", "s")]
+    return subnets, groups[0], groups[1]
+
+
+def _stack_with_roles(project: Project, name: str, *, tagged: bool = True) -> tuple[str, str]:
+    subnets, primary, core_task = _stack_network(project, tagged=tagged)
     outputs = {
         **stack_outputs(project.cluster_id),
         "ServiceRoleName": "featurizer-emr-service",
         "InstanceProfileName": "featurizer-emr-instance-profile",
-        "SecurityConfigurationName": "featurizer-security",
         "LogUri": f"s3://{LOGS_BUCKET}/emr/",
-        "Ec2SubnetIds": "subnet-0123456789abcdef0,subnet-0123456789abcdef1",
+        "Ec2SubnetIds": ",".join(subnets),
+        "EmrManagedMasterSecurityGroup": primary,
+        "EmrManagedSlaveSecurityGroup": core_task,
     }
-    make_stack(project.session, outputs, name="with-roles")
+    make_stack(project.session, outputs, name=name)
+    return primary, core_task
+
+
+def test_transient_cluster_with_stack_uses_the_stacks_roles_network_and_logs(project: Project) -> None:
+    primary, core_task = _stack_with_roles(project, "with-roles")
     result = invoke(
         "cluster", "up", "--transient", "--stack", "with-roles", "--input", INPUT, "--output", OUTPUT, "--k", "8"
     )
     assert result.exit_code == 0, result.stderr
     cluster = project.session.client("emr").describe_cluster(ClusterId=result.stdout.split()[0])["Cluster"]
     assert cluster["ServiceRole"] == "featurizer-emr-service"
-    assert cluster["Ec2InstanceAttributes"]["IamInstanceProfile"] == "featurizer-emr-instance-profile"
-    assert cluster["SecurityConfiguration"] == "featurizer-security"
+    attributes = cluster["Ec2InstanceAttributes"]
+    assert attributes["IamInstanceProfile"] == "featurizer-emr-instance-profile"
+    # The stack's groups, so EMR creates none of its own in the stack's VPC (they would block cdk destroy).
+    assert (attributes["EmrManagedMasterSecurityGroup"], attributes["EmrManagedSlaveSecurityGroup"]) == (
+        primary,
+        core_task,
+    )
     assert cluster["LogUri"] == f"s3://{LOGS_BUCKET}/emr/"
     outside = invoke(
         "cluster", "up", "--transient", "--stack", "with-roles", "--input", INPUT, "--output", f"s3://{BUCKET}/x"
     )
     assert outside.exit_code == 2
     assert "outside what the cluster's instance role may use" in error_line(outside)
+
+
+def test_transient_cluster_refuses_a_vpc_without_the_managed_policy_tag(project: Project) -> None:
+    _stack_with_roles(project, "untagged", tagged=False)
+    result = invoke("cluster", "up", "--transient", "--stack", "untagged", "--input", INPUT, "--output", OUTPUT)
+    assert result.exit_code == 2
+    line = error_line(result)
+    assert "lack the tag for-use-with-amazon-emr-managed-policies=true" in line and "aws ec2 create-tags" in line
+    assert len(project.session.client("emr").list_clusters()["Clusters"]) == 1  # only the fixture's
 
 
 def test_transient_cluster_bootstraps_offline_from_the_deployed_wheelhouse(project: Project) -> None:
