@@ -84,7 +84,10 @@ def test_the_shipped_zip_runs_under_local_spark_submit(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     assert (output / "_SUCCESS").is_file()
     assert (output / "features").is_dir() and (output / "rejected").is_dir()
-    counts = json.loads((output / "metadata.json").read_text())["counts"]
+    metadata = json.loads((output / "metadata.json").read_text())
+    assert metadata["spark"]["master"] == "local[2]"  # spark-submit's, not one the job chose
+    assert metadata["spark"]["settings"]["spark.yarn.maxAppAttempts"] == "1"  # the step's own --conf
+    counts = metadata["counts"]
     assert counts["listed"] == 40
     assert counts["featurized"] == counts["listed"] - counts["rejected"]
     assert counts["featurized"] > 0
