@@ -535,10 +535,8 @@ class ClusterStack(Stack):
         bucket_name = project_bucket.bucket_name
         outputs = {
             "ProjectBucketName": (bucket_name, "Project bucket (raw/, results/, artifacts/)"),
-            "LogsBucketName": (logs_bucket.bucket_name, "Logs bucket (emr/, s3-access/, vpc-flow-logs/)"),
             "ClusterId": (self.cluster.ref, "EMR cluster id (j-...)"),
             "ArtifactsPrefix": (artifacts.s3_uri(bucket_name, artifacts.ARTIFACTS_PREFIX), "Artifacts prefix"),
-            "BootstrapScriptUri": (script_uri, "Bootstrap action script the cluster runs"),
             "ConsoleStepJson": (
                 self.to_json_string([emr_spec.cli_step(step)]),
                 "Steps file for aws emr add-steps --steps",

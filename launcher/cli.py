@@ -18,10 +18,10 @@ from typing import Any, TextIO
 
 import click
 
+from job.config import ENGINES  # argparse only: no Spark or TensorFlow
 from launcher import errors
+from spec import artifacts
 from spec.errors import SpecError
-
-ENGINE_CHOICES = ("tf", "onnx")  # job.config.ENGINES, spelled out so --help needs no job import (tested equal)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -205,7 +205,7 @@ def _bucket_and_prefix(bucket: str | None, prefix: str | None, outputs: Any) -> 
     help="Also ship the nodes' wheels for an offline bootstrap. [default: cdk.json's offline_bootstrap, "
     "with --bootstrap]",
 )
-@click.option("--bootstrap-profile", type=click.Choice(["tf", "onnx"]),
+@click.option("--bootstrap-profile", type=click.Choice(artifacts.PROFILES),
               help="Bootstrap profile of the wheelhouse. [default: cdk.json's bootstrap_profile]")  # fmt: skip
 @pass_state
 def deploy(
@@ -250,7 +250,7 @@ def _job_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--engine",
-            type=click.Choice(ENGINE_CHOICES),
+            type=click.Choice(ENGINES),
             help="Inference engine. [default: onnx for the onnx bootstrap profile or an .onnx model, else tf]",
         ),
         click.option("--variance", type=float, help="PCA explained-variance target in (0, 1]. [default: 0.99]"),
@@ -418,7 +418,7 @@ def logs(
     aws = state.aws()
     location = waiting.log_location(aws, cluster, step_id)
     status = waiting.step_status(aws, cluster, step_id)
-    ended = status.state == waiting.SUCCESS or status.state in waiting.FAILURES
+    ended = status.state == waiting.COMPLETED or status.state in waiting.FAILURES
     names = waiting.LOG_ORDER if stream == "all" else (stream,)
     found = waiting.collect_step_logs(
         aws,
@@ -490,7 +490,6 @@ def cluster_up(state: State, **params: Any) -> None:
     from launcher import preflight
     from launcher import submit as submitting
     from launcher.stack import resolve
-    from spec import artifacts
     from spec.package import build_package
     from spec.run_spec import RunDefaults
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from launcher.aws import Aws
-from launcher.deploy import Artifact, bootstrap_script_key, requirements_key
+from launcher.deploy import find_requirements_key, find_script_key
 from launcher.errors import ConfigError
 from spec import artifacts, emr_spec
+from spec.artifacts import Artifact
 from spec.settings import Settings, SettingsError, load_settings
 
 
@@ -60,8 +61,8 @@ def transient_request(
     request = emr_spec.run_job_flow_request(
         settings,
         resources=resources,
-        bootstrap_script_uri=artifacts.s3_uri(bucket, bootstrap_script_key(bootstrap)),
-        requirements_uri=artifacts.s3_uri(bucket, requirements_key(bootstrap, settings.bootstrap_profile)),
+        bootstrap_script_uri=artifacts.s3_uri(bucket, find_script_key(bootstrap)),
+        requirements_uri=artifacts.s3_uri(bucket, find_requirements_key(bootstrap, settings.bootstrap_profile)),
         wheelhouse_uri=wheelhouse_uri,
         name=name or f"{settings.name_prefix}-transient",
         steps=[step],

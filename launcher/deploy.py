@@ -18,6 +18,7 @@ from boto3.s3.transfer import TransferConfig
 from launcher.aws import Aws
 from launcher.errors import ConfigError
 from spec import artifacts
+from spec.artifacts import Artifact
 from spec.package import Package
 
 DEFAULT_PREFIX = artifacts.ARTIFACTS_PREFIX
@@ -25,14 +26,6 @@ SHA256_METADATA = "sha256"
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 """(name, total bytes) -> callback receiving byte increments; used for large uploads only."""
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A local file and the key it is uploaded to."""
-
-    path: Path
-    key: str
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,7 @@ def bootstrap_artifacts(prefix: str = DEFAULT_PREFIX, root: Path | None = None) 
     missing = [name for name in artifacts.BOOTSTRAP_FILES if not (root / name).is_file()]
     if missing:
         raise ConfigError(f"bootstrap files missing in {root}: {', '.join(missing)}")
-    return [Artifact(f.local_path, _rebase(f.key, prefix)) for f in artifacts.bootstrap_files(root)]
+    return [Artifact(f.path, _rebase(f.key, prefix)) for f in artifacts.bootstrap_files(root)]
 
 
 def wheelhouse_artifacts(profile: str, out_dir: Path, prefix: str = DEFAULT_PREFIX) -> list[Artifact]:
@@ -96,12 +89,12 @@ def wheelhouse_uri(bucket: str, files: Sequence[Artifact]) -> str:
     return artifacts.s3_uri(bucket, manifest.rsplit("/", 1)[0])
 
 
-def bootstrap_script_key(files: Sequence[Artifact]) -> str:
+def find_script_key(files: Sequence[Artifact]) -> str:
     """The key of install.sh among deployed bootstrap artifacts."""
     return next(a.key for a in files if a.key.endswith("/" + artifacts.BOOTSTRAP_SCRIPT))
 
 
-def requirements_key(files: Sequence[Artifact], profile: str) -> str:
+def find_requirements_key(files: Sequence[Artifact], profile: str) -> str:
     """The key of the requirements file the bootstrap installs for `profile` (tf or onnx)."""
     name = artifacts.REQUIREMENTS_BY_PROFILE[profile]
     return next(a.key for a in files if a.key.endswith("/" + name))

@@ -19,10 +19,7 @@ class StackOutputs:
     name: str
     cluster_id: str
     bucket: str
-    logs_bucket: str | None = None
     artifacts_prefix: str | None = None
-    bootstrap_script_uri: str | None = None
-    console_step_json: str | None = None
     run_defaults: RunDefaults = field(default_factory=RunDefaults)
     # What a transient cluster needs to run like the stack's: its roles (with the data-key grants),
     # security configuration (at-rest encryption with that key), log location and subnets.
@@ -62,10 +59,7 @@ def resolve(aws: Aws, name: str) -> StackOutputs:
         name=name,
         cluster_id=outputs["ClusterId"],
         bucket=outputs["ProjectBucketName"],
-        logs_bucket=outputs.get("LogsBucketName") or None,
         artifacts_prefix=outputs.get("ArtifactsPrefix") or None,
-        bootstrap_script_uri=outputs.get("BootstrapScriptUri") or None,
-        console_step_json=outputs.get("ConsoleStepJson") or None,
         run_defaults=RunDefaults.from_outputs(outputs, stack=name),
         service_role=outputs.get("ServiceRoleName") or None,
         instance_profile=outputs.get("InstanceProfileName") or None,

@@ -9,50 +9,24 @@ can never drift apart.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from launcher.aws import Aws
-from launcher.deploy import Artifact, Deployed, ProgressFactory, deploy, is_deployed
-from launcher.errors import ClusterNotUsable, ConfigError, InputEmpty, InvalidUri
-from spec import artifacts, emr_spec
+from launcher.deploy import Deployed, ProgressFactory, deploy, is_deployed
+from launcher.errors import ClusterNotUsable, ConfigError, InputEmpty
+from spec import artifacts, emr_spec, s3uri
+from spec.artifacts import Artifact
 from spec.run_spec import RunSpec
+from spec.s3uri import S3Uri
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 GONE = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
 
 
-@dataclass(frozen=True)
-class S3Uri:
-    """A parsed `s3://bucket/key` (key may be empty: the whole bucket)."""
-
-    bucket: str
-    key: str
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-    @property
-    def folder(self) -> str:
-        """The key as a folder prefix, so `s3://b/raw` does not also match `raw-old/`."""
-        return self.key if not self.key or self.key.endswith("/") else self.key + "/"
-
-
 def parse_s3_uri(value: str, *, option: str) -> S3Uri:
-    """Parse and check the `s3://bucket/prefix` form; `option` names the flag in the message."""
-    match = re.fullmatch(r"s3://([^/]+)/?(.*)", value)
-    if not match:
-        hint = " (EMR reads S3 through EMRFS: use s3://)" if re.match(r"s3[an]://", value) else ""
-        raise InvalidUri(f"{option} must look like s3://bucket/prefix, got {value!r}{hint}")
-    bucket, key = match.groups()
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise InvalidUri(f"{option}: {bucket!r} is not a valid S3 bucket name")
-    if _CONTROL.search(key):
-        raise InvalidUri(f"{option}: the key contains control characters")
-    return S3Uri(bucket, key)
+    """The user's ``s3://bucket/prefix`` for ``option``, checked (spec.s3uri, one parser for the project)."""
+    return s3uri.parse(value, option=option)
 
 
 def step_args(run: RunSpec) -> list[str]:
@@ -74,7 +48,7 @@ def check_role_scope(run: RunSpec, bucket: str) -> None:
         where["--weights"] = (run.weights, readable)
     for option, (uri, prefixes) in where.items():
         parsed = parse_s3_uri(uri, option=option)
-        if parsed.bucket != bucket or not any(parsed.folder.startswith(p) for p in prefixes):
+        if not any(parsed.within(bucket, p) for p in prefixes):
             allowed = " or ".join(f"s3://{bucket}/{p}" for p in prefixes)
             raise ConfigError(
                 f"{option} {uri} is outside what the cluster's instance role may use ({allowed}); "

@@ -32,8 +32,9 @@ from launcher.errors import (
     WaitTimeout,
 )
 from launcher.submit import GONE
+from spec import s3uri
 
-SUCCESS = "COMPLETED"
+COMPLETED = "COMPLETED"
 FAILURES = ("FAILED", "CANCELLED", "INTERRUPTED")
 DEFAULT_POLL_SECONDS = 15.0
 DEFAULT_LOG_WAIT_SECONDS = 360.0
@@ -86,7 +87,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.state == SUCCESS
+        return self.state == COMPLETED
 
 
 def step_status(aws: Aws, cluster_id: str, step_id: str) -> StepStatus:
@@ -155,7 +156,7 @@ def wait_for_step(
             last_state = status.state
             if on_poll:
                 on_poll(status, elapsed)
-            if status.state == SUCCESS or status.state in FAILURES:
+            if status.state == COMPLETED or status.state in FAILURES:
                 return Outcome(
                     cluster_id,
                     step_id,
@@ -206,7 +207,7 @@ def _check_cluster_alive(aws: Aws, cluster_id: str, step_id: str, status: StepSt
     if cluster.get("State") not in GONE:
         return
     again = step_status(aws, cluster_id, step_id)  # EMR may have settled the step meanwhile
-    if again.state == SUCCESS or again.state in FAILURES:
+    if again.state == COMPLETED or again.state in FAILURES:
         return
     change = cluster.get("StateChangeReason") or {}
     reason = change.get("Message") or change.get("Code") or "no reason given"
@@ -288,20 +289,14 @@ def log_location(aws: Aws, cluster_id: str, step_id: str) -> LogLocation:
     log_uri = cluster.get("LogUri")
     if not log_uri:
         raise LogsNotAvailable(f"cluster {cluster_id} has no LogUri: its step logs are not copied to S3")
-    parts = split_s3_uri(log_uri)
+    parts = s3uri.split(log_uri)
     if not parts:
         raise LogsNotAvailable(f"cluster {cluster_id} logs to {log_uri}, which is not an S3 URI")
-    bucket, path = parts
+    bucket, path = parts.bucket, parts.key
     base = f"{path.rstrip('/')}/" if path.strip("/") else ""
     return LogLocation(
         bucket=bucket, prefix=f"{base}{cluster_id}/steps/{step_id}/", cluster_prefix=f"{base}{cluster_id}/"
     )
-
-
-def split_s3_uri(uri: str) -> tuple[str, str] | None:
-    """(bucket, key) of an s3://, s3n:// or s3a:// URI; None for anything else."""
-    match = re.fullmatch(r"s3[an]?://([^/]+)/?(.*)", uri.strip())
-    return (match.group(1), match.group(2)) if match else None
 
 
 def read_log(aws: Aws, location: LogLocation, stream: str) -> str:
@@ -503,11 +498,11 @@ def _newest_application(
 
 
 def _find_failure_log(aws: Aws, log_file: str, result: StepLogs) -> None:
-    parts = split_s3_uri(log_file)
+    parts = s3uri.split(log_file)
     if not parts:
         result.notes.append(f"describe_step names {log_file} as the failure's log file, which is not an S3 URI")
         return
-    bucket, key = parts
+    bucket, key = parts.bucket, parts.key
     if not key.endswith(".gz"):  # a folder: its stderr
         key = f"{key.rstrip('/')}/stderr.gz"
     uri = f"s3://{bucket}/{key}"

@@ -34,20 +34,20 @@ RESULTS_PREFIX = "results/"
 ARTIFACTS_PREFIX = "artifacts/"
 JOB_PREFIX = f"{ARTIFACTS_PREFIX}job/"
 BOOTSTRAP_PREFIX = f"{ARTIFACTS_PREFIX}bootstrap/"
-WEIGHTS_PREFIX = f"{ARTIFACTS_PREFIX}weights/"
 WHEELHOUSE_PREFIX = f"{ARTIFACTS_PREFIX}wheelhouse/"
 
 BOOTSTRAP_SCRIPT = "install.sh"
 # Requirements file per bootstrap profile (see bootstrap/install.sh --profile).
 REQUIREMENTS_BY_PROFILE = {"tf": "requirements.txt", "onnx": "requirements-onnx.txt"}
+PROFILES = tuple(REQUIREMENTS_BY_PROFILE)
 BOOTSTRAP_FILES = (BOOTSTRAP_SCRIPT, *REQUIREMENTS_BY_PROFILE.values())
 
 
 @dataclass(frozen=True)
-class ArtifactFile:
+class Artifact:
     """A local file and the bucket key it is uploaded to."""
 
-    local_path: Path
+    path: Path
     key: str
 
 
@@ -69,10 +69,10 @@ def bootstrap_prefix(digest: str) -> str:
     return f"{BOOTSTRAP_PREFIX}{digest}/"
 
 
-def bootstrap_files(root: Path = BOOTSTRAP_DIR) -> list[ArtifactFile]:
+def bootstrap_files(root: Path = BOOTSTRAP_DIR) -> list[Artifact]:
     """The files to ship for the bootstrap action, with their content-addressed keys."""
     prefix = bootstrap_prefix(bootstrap_digest(root))
-    return [ArtifactFile(root / name, prefix + name) for name in BOOTSTRAP_FILES]
+    return [Artifact(root / name, prefix + name) for name in BOOTSTRAP_FILES]
 
 
 def bootstrap_script_key(digest: str) -> str:

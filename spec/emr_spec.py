@@ -111,7 +111,6 @@ def configurations(settings: Settings) -> list[Spec]:
             "Properties": {
                 "spark.pyspark.python": python,
                 "spark.pyspark.driver.python": python,
-                "spark.python.worker.reuse": "true",
                 "spark.sql.execution.arrow.pyspark.enabled": "true",
                 "spark.sql.execution.arrow.maxRecordsPerBatch": str(settings.arrow_max_records_per_batch),
                 **settings.spark_memory.properties(),

@@ -17,3 +17,7 @@ class PackageError(SpecError):
 
 class RunSpecError(SpecError):
     """A run option is invalid for the target (an unknown engine, a path that cannot be read there...)."""
+
+
+class InvalidS3Uri(SpecError):
+    """A location that should be ``s3://bucket/prefix`` is not."""

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spec.artifacts import PROFILES
 from spec.errors import SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+$")
 _ABS_PATH = re.compile(r"^/[A-Za-z0-9._/\-]+$")
 _FILE_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9._-]+$")
-_PROFILES = ("tf", "onnx")
 # Graviton (arm64) families: m6g, c7gn, r6gd, x2gd, im4gn, is4gen, t4g, a1... The node lock files pin
 # x86_64 wheels only (bootstrap/requirements*.txt), so these would fail to bootstrap.
 _GRAVITON = re.compile(r"^(a1|[a-z]+\d+g[a-z]*)\.")
@@ -306,8 +306,8 @@ class Settings:
                 fail(key, "expected an absolute path of letters, digits, '.', '_', '-', '/'")
         if not re.fullmatch(r"python3\.\d+", self.node_python):
             fail("node_python", "expected an interpreter name such as python3.11")
-        if self.bootstrap_profile not in _PROFILES:
-            fail("bootstrap_profile", f"expected one of {_PROFILES}")
+        if self.bootstrap_profile not in PROFILES:
+            fail("bootstrap_profile", f"expected one of {PROFILES}")
         if self.bootstrap_profile == "onnx" and not (self.weights_s3_uri or "").endswith(".onnx"):
             fail(
                 "bootstrap_profile",

@@ -405,19 +405,16 @@ def test_first_generation_keeps_the_plain_logical_id(default_synth: Synth) -> No
 
 def test_contract_outputs(default_synth: Synth, tmp_path_factory: pytest.TempPathFactory) -> None:
     outputs = {k: flat(v["Value"]) for k, v in default_synth.cluster["Outputs"].items()}
-    assert {
-        "ProjectBucketName",
-        "LogsBucketName",
-        "ClusterId",
-        "ArtifactsPrefix",
-        "BootstrapScriptUri",
-        "ConsoleStepJson",
-    } <= set(outputs)
+    # Every output is read by the launcher (launcher/stack.py) or by a person (the console step).
+    assert set(outputs) == {
+        "ProjectBucketName", "ClusterId", "ArtifactsPrefix", "ConsoleStepJson", "ConsoleStepArgs",
+        "DefaultWeights", "DefaultEngine", "LogUri", "ServiceRoleName", "InstanceProfileName",
+        "SecurityConfigurationName", "Ec2SubnetIds", "EmrManagedMasterSecurityGroup", "EmrManagedSlaveSecurityGroup",
+    }  # fmt: skip
     assert outputs["ProjectBucketName"] == PROJECT_BUCKET
-    assert outputs["LogsBucketName"] == LOGS_BUCKET
+    assert outputs["LogUri"] == f"s3://{LOGS_BUCKET}/emr/"
     assert outputs["ClusterId"].startswith("${Cluster")
     assert outputs["ArtifactsPrefix"] == f"s3://{PROJECT_BUCKET}/artifacts/"
-    assert outputs["BootstrapScriptUri"] == BOOTSTRAP + "install.sh"
     package = build_package(tmp_path_factory.mktemp("package"))
     zip_key, entry_key = artifacts.job_keys(package.digest)
     step = emr_spec.spark_step(

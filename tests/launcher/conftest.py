@@ -114,10 +114,8 @@ def make_stack(session: boto3.Session, outputs: dict[str, str], name: str = STAC
 def stack_outputs(cluster_id: str) -> dict[str, str]:
     return {
         "ProjectBucketName": BUCKET,
-        "LogsBucketName": LOGS_BUCKET,
         "ClusterId": cluster_id,
         "ArtifactsPrefix": f"s3://{BUCKET}/artifacts/",
-        "BootstrapScriptUri": f"s3://{BUCKET}/artifacts/bootstrap/0123456789abcdef/install.sh",
         "ConsoleStepJson": "[]",
     }
 

@@ -14,9 +14,9 @@ from spec import artifacts
 def test_bootstrap_files_share_one_digest_prefix() -> None:
     files = artifacts.bootstrap_files()
     digest = artifacts.bootstrap_digest()
-    assert [f.local_path.name for f in files] == ["install.sh", "requirements.txt", "requirements-onnx.txt"]
-    assert [f.key for f in files] == [f"artifacts/bootstrap/{digest}/{f.local_path.name}" for f in files]
-    assert all(f.local_path.is_file() for f in files)
+    assert [f.path.name for f in files] == ["install.sh", "requirements.txt", "requirements-onnx.txt"]
+    assert [f.key for f in files] == [f"artifacts/bootstrap/{digest}/{f.path.name}" for f in files]
+    assert all(f.path.is_file() for f in files)
     assert artifacts.bootstrap_script_key(digest) == files[0].key
     assert artifacts.requirements_key(digest, "onnx") == files[2].key
 

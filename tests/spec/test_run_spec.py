@@ -72,7 +72,8 @@ def test_options_render_in_one_place_and_are_checked_by_the_job_parser() -> None
         RunSpec(input="i", output="o", extra=("--output=x",))
 
 
-def test_the_cli_engine_choices_are_the_job_engines() -> None:
-    from launcher.cli import ENGINE_CHOICES
+def test_the_cli_offers_exactly_the_job_engines() -> None:
+    from launcher.cli import main
 
-    assert tuple(ENGINE_CHOICES) == tuple(ENGINES)
+    engine = next(p for p in main.commands["submit"].params if p.name == "engine")
+    assert tuple(engine.type.choices) == tuple(ENGINES)
