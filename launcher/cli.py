@@ -205,6 +205,13 @@ def _bucket_and_prefix(bucket: str | None, prefix: str | None, outputs: Any) -> 
     help="Also ship the nodes' wheels for an offline bootstrap. [default: cdk.json's offline_bootstrap, "
     "with --bootstrap]",
 )
+@click.option(
+    "--context",
+    "-c",
+    "context",
+    multiple=True,
+    help="Override a cdk.json setting (key=value), as for cdk deploy: e.g. -c bootstrap_profile=onnx.",
+)
 @click.option("--bootstrap-profile", type=click.Choice(artifacts.PROFILES),
               help="Bootstrap profile of the wheelhouse. [default: cdk.json's bootstrap_profile]")  # fmt: skip
 @pass_state
@@ -216,6 +223,7 @@ def deploy(
     out_dir: Path,
     bootstrap: bool,
     wheelhouse: bool | None,
+    context: tuple[str, ...],
     bootstrap_profile: str | None,
 ) -> None:
     """Upload the package (and bootstrap files) to content-addressed keys; unchanged files are skipped."""
@@ -231,7 +239,7 @@ def deploy(
         items += deploying.bootstrap_artifacts(prefix)
         from launcher import cluster as clusters
 
-        settings = clusters.settings_from({})
+        settings = clusters.settings_from(dict(_key_value(item) for item in context))
         if settings.offline_bootstrap if wheelhouse is None else wheelhouse:
             items += deploying.wheelhouse_artifacts(bootstrap_profile or settings.bootstrap_profile, out_dir, prefix)
     for result in deploying.deploy(state.aws(), bucket, items, progress=_upload_progress(sys.stderr)):
@@ -634,7 +642,7 @@ def _follow(
 
 
 def _show_failure_logs(aws: Any, outcome: Any, lines: int, log_wait: float, clock: Any) -> None:
-    """The step's stderr, FailureDetails.LogFile and the driver's stderr, once EMR has copied them to S3."""
+    """The step's stderr, FailureDetails.LogFile and the driver's stderr and stdout, once in S3."""
     from launcher import wait as waiting
 
     if lines <= 0:
@@ -644,7 +652,7 @@ def _show_failure_logs(aws: Any, outcome: Any, lines: int, log_wait: float, cloc
         found = waiting.collect_step_logs(
             aws,
             location,
-            ("stderr", waiting.FAILURE_LOG, "driver-stderr"),
+            ("stderr", waiting.FAILURE_LOG, "driver-stderr", "driver-stdout"),
             required=("stderr", "driver-stderr"),
             log_file=outcome.log_file,
             started=outcome.started,

@@ -563,9 +563,16 @@ def _utc_now() -> datetime:
 
 def failure_report(found: StepLogs, lines: int) -> list[str]:
     """Lines for stderr after a failed step: the tails of the step's stderr, the failure log and the driver's
-    stderr, what is still missing, and where the container logs are. Every location is a full s3:// URI."""
+    stderr and stdout, what is still missing, and where the container logs are. Every location is a full
+    s3:// URI.
+
+    The driver's stdout matters: Spark's PythonRunner merges the Python driver's stderr into its stdout
+    (``redirectErrorStream``), so the job's own one-line error and traceback land in the driver
+    container's ``stdout.gz``, while ``stderr.gz`` holds the JVM's log (seen in the EMR emulation's
+    client mode; the same code runs the driver in cluster mode).
+    """
     out: list[str] = []
-    for name in ("stderr", FAILURE_LOG, "driver-stderr"):
+    for name in ("stderr", FAILURE_LOG, "driver-stderr", "driver-stdout"):
         log = found.found.get(name)
         if log:
             out += [f"--- last {lines} lines of {log.uri} ---", tail(log.text, lines)]

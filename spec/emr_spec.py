@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from spec.settings import Settings
+from spec.settings import EXECUTORS_PER_NODE, Settings
 
 Spec = dict[str, Any]
 
@@ -91,6 +91,10 @@ def configurations(settings: Settings) -> list[Spec]:
     - The session's Arrow batch (``arrow_max_records_per_batch``) is small because every row carries a
       whole image; it does not cap the featurize stage, where the job's --batch-size is the Arrow batch.
     - :data:`FAULT_CONF`: retries and exclusion of failing executors.
+    - ``spark.dynamicAllocation.maxExecutors``: the executors of the largest cluster managed scaling may
+      grow to (``scaling_max_units`` nodes x ``EXECUTORS_PER_NODE``). With dynamic allocation few executors
+      exist when the job plans its featurize partitions; this is the size it plans for (job.session.task_slots),
+      so managed scaling has tasks to scale for.
     - yarn-site: YARN node labels on, application masters (= drivers, in cluster mode) only on CORE
       nodes. EMR 6+ has labels off, so a driver could land on a spot task node and be lost with it.
     """
@@ -114,6 +118,7 @@ def configurations(settings: Settings) -> list[Spec]:
                 "spark.sql.execution.arrow.pyspark.enabled": "true",
                 "spark.sql.execution.arrow.maxRecordsPerBatch": str(settings.arrow_max_records_per_batch),
                 **settings.spark_memory.properties(),
+                "spark.dynamicAllocation.maxExecutors": str(settings.scaling_max_units * EXECUTORS_PER_NODE),
                 **FAULT_CONF,
             },
         },

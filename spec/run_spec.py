@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from job.config import ENGINES, UsageError, from_argv
+from job.config import ENGINES, WEIGHT_KEYWORDS, UsageError, from_argv
 from spec.errors import RunSpecError
 from spec.settings import Settings
 
@@ -109,7 +109,18 @@ class RunSpec:
         return dataclasses.replace(self, **fill)
 
     def argv(self) -> list[str]:
-        """The job's arguments, validated by the job's own parser."""
+        """The job's arguments, validated by the job's own parser.
+
+        A cluster run's weights are a keyword or a URI with a scheme: a bare path would resolve against
+        ``fs.defaultFS`` (HDFS on EMR) and fail on the cluster, minutes later, with a connection error.
+        """
+        weights = self.weights if self.weights is not None else _extra_value(self.extra, "--weights")
+        if weights is not None and weights not in WEIGHT_KEYWORDS and "://" not in weights:
+            raise RunSpecError(
+                f"--weights {weights}: a path without a scheme resolves against the cluster's fs.defaultFS "
+                f"(HDFS on EMR); use {node_local_uri(weights) if weights.startswith('/') else 'file:///...'} "
+                "for a file on every node, or an s3:// URI"
+            )
         args = ["--input", self.input, "--output", self.output]
         for name in ("weights", "engine", "batch_size", "variance", "k", "glob", "threads"):
             value = getattr(self, name)

@@ -138,3 +138,9 @@ def test_deploy_ships_the_wheelhouse_of_the_chosen_profile_or_none(project: Proj
     assert not project.keys("artifacts/wheelhouse/tf/")
     assert invoke("deploy", "--bucket", BUCKET, "--prefix", "other", "--no-wheelhouse").exit_code == 0
     assert not project.keys("other/wheelhouse/")
+    sha = "0" * 64
+    onnx = ["-c", "bootstrap_profile=onnx", "-c", "weights_s3_uri=s3://bkt1/w/m.onnx", "-c", f"weights_sha256={sha}"]
+    assert invoke("deploy", "--bucket", BUCKET, "--prefix", "third", *onnx).exit_code == 0
+    assert project.keys("third/wheelhouse/onnx/") and not project.keys("third/wheelhouse/tf/")
+    bad = invoke("deploy", "--bucket", BUCKET, "-c", "bootstrap_profile=torch")
+    assert bad.exit_code == 2 and "bootstrap_profile" in bad.stderr

@@ -313,6 +313,21 @@ def test_cluster_mode_failure_prints_the_driver_traceback(project: Project) -> N
     _assert_usable_uris(err)
 
 
+def test_the_python_drivers_own_error_line_is_shown_from_the_driver_stdout(project: Project) -> None:
+    # PySpark's PythonRunner merges the Python driver's stderr into stdout: the job's one-line reason
+    # is in the driver container's stdout.gz, the JVM's log in its stderr.gz.
+    step_id = project.add_step()
+    _cluster_mode_logs(project, step_id)
+    reason = "featurizer: run failed: only 1 of 40 images could be featurized; PCA needs 2"
+    stdout_uri = _put_container(project, APP, DRIVER, "stdout", TRACEBACK + "\n" + reason)
+    clock = _finish(project, step_id, 1, "FAILED", "Step failed")
+    result = _wait(project, step_id, clock, "--tail", "2")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert f"--- last 2 lines of {stdout_uri} ---" in lines
+    assert lines[lines.index(f"--- last 2 lines of {stdout_uri} ---") + 2] == reason
+
+
 def test_failure_waits_for_the_log_push_with_progress(project: Project) -> None:
     step_id = project.add_step()
 

@@ -287,3 +287,16 @@ def test_cluster_generation_names_the_cluster() -> None:
     )  # fmt: skip
     assert request["Name"] == "featurizer-g3"
     assert Settings().cluster_name == "featurizer"
+
+
+def test_the_job_plans_featurize_partitions_for_the_largest_cluster_managed_scaling_allows() -> None:
+    """With dynamic allocation, few executors exist at planning time: the cluster's maximum must reach the job."""
+    from job.session import task_slots
+
+    settings = load_settings({"scaling_max_units": 10})
+    defaults = next(c for c in emr_spec.configurations(settings) if c["Classification"] == "spark-defaults")
+    conf = {**defaults["Properties"], "spark.dynamicAllocation.enabled": "true"}  # EMR's own default
+    slots = task_slots(conf, default_parallelism=2)
+    executor_cores = int(conf["spark.executor.cores"])
+    assert conf["spark.dynamicAllocation.maxExecutors"] == "20"  # 10 nodes x 2 executors
+    assert slots.slots == 20 * executor_cores and slots.source.startswith("spark.dynamicAllocation.maxExecutors")

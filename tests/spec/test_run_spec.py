@@ -58,6 +58,15 @@ def test_no_defaults_leave_the_job_defaults_and_stack_outputs_round_trip() -> No
     assert RunDefaults.from_outputs(RunDefaults().outputs(), stack="s") == RunDefaults(source="stack s")
 
 
+def test_a_bare_weights_path_is_refused_before_it_reaches_hdfs() -> None:
+    with pytest.raises(RunSpecError, match=r"fs.defaultFS \(HDFS on EMR\); use file:///opt/w/m.onnx"):
+        RunSpec(input="s3://b/raw/", output="s3://b/o/", weights="/opt/w/m.onnx", engine="onnx").argv()
+    with pytest.raises(RunSpecError, match="without a scheme"):
+        RunSpec(input="s3://b/raw/", output="s3://b/o/", extra=("--weights", "w.h5")).argv()
+    for ok in ("imagenet", "random", "file:///opt/w/m.h5", "s3://b/artifacts/weights/m.h5"):
+        assert ok in RunSpec(input="s3://b/raw/", output="s3://b/o/", weights=ok).argv()
+
+
 def test_options_render_in_one_place_and_are_checked_by_the_job_parser() -> None:
     run = RunSpec(input="s3://b/raw/", output="s3://b/o/", batch_size=128, k=20, glob="*.png", threads=2)
     cfg = from_argv(run.argv())
