@@ -24,6 +24,7 @@ from PIL import Image
 
 from infra.cluster import console_run
 from spec import emr_spec
+from spec.errors import RunSpecError
 from spec.run_spec import RunDefaults, RunSpec
 from tests.emr import cluster as emu
 from tests.emr.conftest import BUCKET, PER_CLASS, STACK, Emulation, Node, Project, StepRun
@@ -115,8 +116,12 @@ def test_a_scheme_less_weights_path_resolves_against_hdfs_and_fails(project: Pro
     run = RunSpec(
         input=f"s3://{BUCKET}/raw/", output=f"s3://{BUCKET}/results/scheme-less/", weights=bare
     ).with_defaults(RunDefaults.from_settings(project.settings))
+    with pytest.raises(RunSpecError, match="without a scheme"):  # the launcher refuses it before any step
+        run.argv()
+    # What a hand-written step (aws emr add-steps) would still send, checked only by the job's own parser:
+    args = ["--input", run.input, "--output", run.output, "--weights", bare, "--engine", "onnx"]
     step = emr_spec.spark_step(
-        name="scheme-less", zip_uri=project.deployed["zip"], entry_uri=project.deployed["entry"], job_args=run.argv()
+        name="scheme-less", zip_uri=project.deployed["zip"], entry_uri=project.deployed["entry"], job_args=args
     )
     result = emulation.run_step("scheme_less", step["HadoopJarStep"]["Args"])
     assert result.returncode != 0, result.stdout[-2000:]
