@@ -14,7 +14,7 @@
 #              [--wheelhouse URI] [--retries N] [--retry-delay SECONDS]
 # URIs are s3://... (fetched with `aws s3 cp`) or local paths. A second run with the same inputs is a
 # fast no-op: a marker in the venv records the hash of the requirements, profile and interpreter.
-# --wheelhouse: a folder built by `python -m bootstrap.wheelhouse` (the lock's wheels + manifest.json),
+# --wheelhouse: a folder built by `python -m blueprint.wheelhouse` (the lock's wheels + manifest.json),
 # an s3:// prefix (copied with `aws s3 sync`, only when an install is needed) or a local path. pip then
 # installs with --no-index --find-links DIR --require-hashes and never contacts a package index, so the
 # node needs S3 only. Without it, pip installs the same hash-pinned wheels from the package index (PyPI
@@ -132,7 +132,7 @@ fetch_dir() {
 }
 
 # manifest_value FILE KEY: the string value of a top-level "KEY": "VALUE" line of the wheelhouse's manifest.json
-# (written one key per line by bootstrap/wheelhouse.py).
+# (written one key per line by blueprint/wheelhouse.py).
 manifest_value() {
     sed -n "s/^ \{0,1\}\"$2\": \"\([^\"]*\)\".*/\1/p" -- "$1" | head -n 1
 }
@@ -145,7 +145,7 @@ prepare_wheelhouse() {
     dir=$(fetch_dir "$WHEELHOUSE" "$dest") || die "could not fetch wheelhouse from $WHEELHOUSE"
     manifest="$dir/manifest.json"
     [[ -f $manifest ]] ||
-        die "wheelhouse $WHEELHOUSE has no manifest.json (build it with: python -m bootstrap.wheelhouse --profile $PROFILE --out DIR)"
+        die "wheelhouse $WHEELHOUSE has no manifest.json (build it with: python -m blueprint.wheelhouse --profile $PROFILE --out DIR)"
     local built_for actual built_python python_version
     built_for=$(manifest_value "$manifest" requirements_sha256)
     actual=$(sha256sum -- "$requirements" | cut -d' ' -f1)

@@ -17,13 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from blueprint.wheelhouse import PLATFORMS, PYTHON_VERSION  # the nodes' target, one definition
+
 HERE = Path(__file__).resolve().parent
 PROFILES = {"requirements.in": "requirements.txt", "requirements-onnx.in": "requirements-onnx.txt"}
-# pip does not widen a manylinux --platform to older glibc tags by itself, so list them all.
-GLIBC_TAGS = ["2_34", "2_28", "2_27", "2_26", "2_24", "2_17", "2_5"]
-PLATFORMS = [f"manylinux_{tag}_x86_64" for tag in GLIBC_TAGS] + ["manylinux2014_x86_64", "manylinux1_x86_64"]
-# The nodes' interpreter (EMR 7.x ships python3.11); bootstrap/wheelhouse.py downloads for the same target.
-PYTHON_VERSION = "3.11"
 
 
 def resolve(requirements_in: Path) -> list[tuple[str, str, str]]:

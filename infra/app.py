@@ -8,9 +8,9 @@ import os
 from aws_cdk import App, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
 
+from blueprint.settings import Settings
 from infra.cluster import ClusterStack
 from infra.storage import StorageStack
-from spec.settings import Settings
 
 
 def settings_from_app(app: App) -> Settings:

@@ -1,7 +1,7 @@
 """Cluster stack: the EMR cluster, its roles, security configuration, bootstrap upload and outputs.
 
 The cluster's definition (applications, configurations, fleets, policies, bootstrap arguments) comes from
-``spec.emr_spec``, the same module the launcher uses for transient clusters; this file only wires it to
+``blueprint.emr_spec``, the same module the launcher uses for transient clusters; this file only wires it to
 the resources CloudFormation creates. The stack outputs are the launcher's contract.
 """
 
@@ -21,10 +21,10 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
+from blueprint import artifacts, emr_spec, run_spec
+from blueprint.settings import REPO_ROOT, Settings
 from infra.nag import acknowledge, finding
 from infra.storage import FLOW_LOGS_PREFIX, StorageNames
-from spec import artifacts, emr_spec, run_spec
-from spec.settings import REPO_ROOT, Settings
 
 EMR_LOG_PREFIX = "emr/"
 JOB_BUILD_DIR = REPO_ROOT / "build" / "infra" / "job"
@@ -468,7 +468,7 @@ class ClusterStack(Stack):
         Needs PyPI where `cdk synth` runs, never on the nodes: the bootstrap installs with --no-index.
         Content-addressed by the manifest digest, like every other artifact.
         """
-        from bootstrap import wheelhouse
+        from blueprint import wheelhouse
 
         folder = wheelhouse.build(settings.bootstrap_profile, WHEELHOUSE_BUILD_DIR / settings.bootstrap_profile)
         prefix = artifacts.wheelhouse_prefix(settings.bootstrap_profile, wheelhouse.manifest_digest(folder)[:16])
@@ -490,7 +490,7 @@ class ClusterStack(Stack):
         self, settings: Settings, project_bucket: s3.IBucket, job_package_dir: Path | None
     ) -> dict[str, Any]:
         """Upload the job package to its content-addressed keys and build the step a user pastes."""
-        from spec.package import build_package  # the launcher's packager: one zip format for both paths
+        from blueprint.package import build_package  # the launcher's packager: one zip format for both paths
 
         out_dir = job_package_dir or JOB_BUILD_DIR
         package = build_package(out_dir / "build")

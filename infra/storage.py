@@ -17,8 +17,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from blueprint.settings import Settings
 from infra.nag import acknowledge
-from spec.settings import Settings
 
 ACCESS_LOGS_PREFIX = "s3-access/project/"
 FLOW_LOGS_PREFIX = "vpc-flow-logs/"

@@ -18,10 +18,10 @@ from typing import Any, TextIO
 
 import click
 
+from blueprint import artifacts
+from blueprint.errors import SpecError
 from job.config import ENGINES  # argparse only: no Spark or TensorFlow
 from launcher import errors
-from spec import artifacts
-from spec.errors import SpecError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -153,7 +153,7 @@ def demo(ctx: click.Context, args: tuple[str, ...]) -> None:
 )
 def package(out_dir: Path) -> None:
     """Build the job zip and entry point; the same sources give the same bytes and digest."""
-    from spec.package import build_package
+    from blueprint.package import build_package
 
     built = build_package(out_dir)
     click.echo(f"digest {built.digest}")
@@ -227,9 +227,9 @@ def deploy(
     bootstrap_profile: str | None,
 ) -> None:
     """Upload the package (and bootstrap files) to content-addressed keys; unchanged files are skipped."""
+    from blueprint.package import build_package
     from launcher import deploy as deploying
     from launcher.stack import resolve
-    from spec.package import build_package
 
     outputs = resolve(state.aws(), stack) if stack else None
     bucket, prefix = _bucket_and_prefix(bucket, prefix, outputs)
@@ -247,7 +247,7 @@ def deploy(
 
 
 def _job_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The run's options (a `spec.run_spec.RunSpec`), validated by the job's parser before submission."""
+    """The run's options (a `blueprint.run_spec.RunSpec`), validated by the job's parser before submission."""
     opts = [
         click.option("--input", "input_uri", required=True, help="s3://bucket/prefix of images in class folders."),
         click.option("--output", "output_uri", required=True, help="s3://bucket/prefix for the results."),
@@ -275,7 +275,7 @@ def _job_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _run_spec(params: dict[str, Any], defaults: Any) -> Any:
     """The run the user asked for, with the deployment's defaults filled in (`defaults`: a RunDefaults)."""
-    from spec.run_spec import RunSpec
+    from blueprint.run_spec import RunSpec
 
     run = RunSpec(
         input=params["input_uri"],
@@ -318,11 +318,11 @@ def submit(state: State, **params: Any) -> None:
     Defaults of a cluster run: with --stack, the stack's DefaultWeights/DefaultEngine outputs (the weights
     the bootstrap staged, the engine of its profile); with --cluster-id, the job's own (imagenet, tf).
     """
+    from blueprint import emr_spec
+    from blueprint.package import build_package
+    from blueprint.run_spec import RunDefaults
     from launcher import deploy as deploying
     from launcher import submit as submitting
-    from spec import emr_spec
-    from spec.package import build_package
-    from spec.run_spec import RunDefaults
 
     timeout, poll = _durations(params["timeout"], params["poll"])
     submitting.parse_s3_uri(params["input_uri"], option="--input")
@@ -493,13 +493,13 @@ def cluster_up(state: State, **params: Any) -> None:
     Defaults of the run: the weights the bootstrap stages and the engine of its profile, from cdk.json and
     --context (the same values the stack's console step uses).
     """
+    from blueprint.package import build_package
+    from blueprint.run_spec import RunDefaults
     from launcher import cluster as clusters
     from launcher import deploy as deploying
     from launcher import preflight
     from launcher import submit as submitting
     from launcher.stack import resolve
-    from spec.package import build_package
-    from spec.run_spec import RunDefaults
 
     if not params["transient"]:
         raise click.UsageError("only --transient clusters are started here; long-lived ones come from `cdk deploy`")

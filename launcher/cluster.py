@@ -1,6 +1,6 @@
 """A transient cluster for users without CDK: the stack's cluster, one step, then terminate.
 
-The request comes from `spec.emr_spec.run_job_flow_request` with the settings of `cdk.json`,
+The request comes from `blueprint.emr_spec.run_job_flow_request` with the settings of `cdk.json`,
 so instance types, release label, configurations and bootstrap are those of the CDK stack.
 """
 
@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blueprint import artifacts, emr_spec
+from blueprint.artifacts import Artifact
+from blueprint.settings import Settings, SettingsError, load_settings
 from launcher.aws import Aws
 from launcher.deploy import find_requirements_key, find_script_key
 from launcher.errors import ConfigError
-from spec import artifacts, emr_spec
-from spec.artifacts import Artifact
-from spec.settings import Settings, SettingsError, load_settings
 
 
 def settings_from(overrides: Mapping[str, object], cdk_json: Path | None = None) -> Settings:

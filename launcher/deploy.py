@@ -1,6 +1,6 @@
 """Upload the job package and the bootstrap files to content-addressed S3 keys.
 
-Keys carry a digest of the content (`spec.artifacts` defines the layout, shared with the CDK
+Keys carry a digest of the content (`blueprint.artifacts` defines the layout, shared with the CDK
 stack), so an unchanged file is found in place and skipped, and a running cluster keeps reading
 the version it started with. Each object also records the SHA-256 of its bytes in its metadata:
 an object under our key with other bytes (hand-edited, or written by an older tool) is replaced.
@@ -15,11 +15,11 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 
+from blueprint import artifacts
+from blueprint.artifacts import Artifact
+from blueprint.package import Package
 from launcher.aws import Aws
 from launcher.errors import ConfigError
-from spec import artifacts
-from spec.artifacts import Artifact
-from spec.package import Package
 
 DEFAULT_PREFIX = artifacts.ARTIFACTS_PREFIX
 SHA256_METADATA = "sha256"
@@ -72,7 +72,7 @@ def wheelhouse_artifacts(profile: str, out_dir: Path, prefix: str = DEFAULT_PREF
     Built from the same lock that ships as the bootstrap's requirements file (install.sh compares the two
     byte for byte), downloaded once per lock into a local cache; needs PyPI on this machine, not on the nodes.
     """
-    from bootstrap import wheelhouse
+    from blueprint import wheelhouse
 
     try:
         folder = wheelhouse.build(profile, out_dir / "wheelhouse" / profile)

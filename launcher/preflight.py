@@ -22,9 +22,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
+from blueprint.emr_spec import MANAGED_POLICY_TAG
 from launcher.aws import Aws
 from launcher.errors import AccessDenied, AwsServiceError, ConfigError
-from spec.emr_spec import MANAGED_POLICY_TAG
 
 TAG = f"{MANAGED_POLICY_TAG['Key']}={MANAGED_POLICY_TAG['Value']}"
 # What each role does with the key: the nodes read and write SSE-KMS objects through EMRFS and encrypt

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from blueprint.emr_spec import SecurityGroups
+from blueprint.run_spec import RunDefaults
 from launcher.aws import Aws
 from launcher.errors import InvalidUri, StackOutputsMissing
-from spec.emr_spec import SecurityGroups
-from spec.run_spec import RunDefaults
 
 REQUIRED = ("ClusterId", "ProjectBucketName")
 

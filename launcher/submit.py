@@ -2,8 +2,8 @@
 
 Everything that can fail without a cluster (URI form, job arguments, an empty input prefix, a
 terminated cluster) fails here, before a step exists, so a typo costs seconds rather than a
-cluster start-up. The job's argv comes from `spec.run_spec.RunSpec` and the step from
-`spec.emr_spec.spark_step`, the same functions the CDK stack uses for the console step, so the two
+cluster start-up. The job's argv comes from `blueprint.run_spec.RunSpec` and the step from
+`blueprint.emr_spec.spark_step`, the same functions the CDK stack uses for the console step, so the two
 can never drift apart.
 """
 
@@ -13,19 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from blueprint import artifacts, emr_spec, s3uri
+from blueprint.artifacts import Artifact
+from blueprint.run_spec import RunSpec
+from blueprint.s3uri import S3Uri
 from launcher.aws import Aws
 from launcher.deploy import Deployed, ProgressFactory, deploy, is_deployed
 from launcher.errors import ClusterNotUsable, ConfigError, InputEmpty
-from spec import artifacts, emr_spec, s3uri
-from spec.artifacts import Artifact
-from spec.run_spec import RunSpec
-from spec.s3uri import S3Uri
 
 GONE = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
 
 
 def parse_s3_uri(value: str, *, option: str) -> S3Uri:
-    """The user's ``s3://bucket/prefix`` for ``option``, checked (spec.s3uri, one parser for the project)."""
+    """The user's ``s3://bucket/prefix`` for ``option``, checked (blueprint.s3uri, one parser for the project)."""
     return s3uri.parse(value, option=option)
 
 

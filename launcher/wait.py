@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from blueprint import s3uri
 from launcher.aws import Aws
 from launcher.errors import (
     AwsServiceError,
@@ -32,7 +33,6 @@ from launcher.errors import (
     WaitTimeout,
 )
 from launcher.submit import GONE
-from spec import s3uri
 
 COMPLETED = "COMPLETED"
 FAILURES = ("FAILED", "CANCELLED", "INTERRUPTED")

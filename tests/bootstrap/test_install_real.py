@@ -1,6 +1,6 @@
 """The bootstrap for real, on a node with no package index: python3.11, pip, the AWS CLI and S3 (moto_server).
 
-The onnx-profile wheelhouse is built with bootstrap/wheelhouse.py (downloaded once, then cached under
+The onnx-profile wheelhouse is built with blueprint/wheelhouse.py (downloaded once, then cached under
 ~/.cache/featurizer/wheelhouse), uploaded to a moto_server with the real AWS CLI, and install.sh runs with
 `--wheelhouse s3://...` while every package index and HTTPS proxy points at a closed port: the install
 can only succeed from the wheelhouse. This machine is x86_64 CPython 3.11 on glibc 2.36, so the nodes'
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap import wheelhouse
+from blueprint import wheelhouse
 from tests.bootstrap.conftest import REPO, SCRIPT
 
 AWS_CLI = Path(sys.executable).with_name("aws")

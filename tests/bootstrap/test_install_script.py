@@ -162,7 +162,7 @@ WHEELHOUSE = "s3://bucket/artifacts/wheelhouse/0123456789abcdef"
 
 
 def put_wheelhouse(fakes: Fakes, uri: str = WHEELHOUSE, requirements: Path | None = None, python: str = "3.11") -> None:
-    """A wheelhouse as bootstrap/wheelhouse.py lays it out (one fake wheel + manifest.json) in the fake S3."""
+    """A wheelhouse as blueprint/wheelhouse.py lays it out (one fake wheel + manifest.json) in the fake S3."""
     req = requirements or REPO / "bootstrap" / "requirements.txt"
     manifest = {
         "files": [{"name": "demo-1.0-py3-none-any.whl", "sha256": "a" * 64, "size": 4}],

@@ -1,4 +1,4 @@
-"""bootstrap/wheelhouse.py offline: the real `pip download` against a local folder of tiny wheels
+"""blueprint/wheelhouse.py offline: the real `pip download` against a local folder of tiny wheels
 (PIP_NO_INDEX/PIP_FIND_LINKS), the manifest, its digest, the cache, and install.sh reading the manifest."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap import wheelhouse
-from bootstrap.wheelhouse import WheelhouseError
+from blueprint import wheelhouse
+from blueprint.wheelhouse import WheelhouseError
 from tests.bootstrap.conftest import REPO, Fakes
 
 

@@ -32,9 +32,9 @@ from typing import Any
 import boto3
 import pytest
 
-from spec import emr_spec
-from spec.run_spec import RunDefaults
-from spec.settings import Settings, load_settings
+from blueprint import emr_spec
+from blueprint.run_spec import RunDefaults
+from blueprint.settings import Settings, load_settings
 from tests.conftest import FRUITS
 from tests.emr import cluster as emu
 

@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from blueprint import emr_spec
+from blueprint.errors import RunSpecError
+from blueprint.run_spec import RunDefaults, RunSpec
 from infra.cluster import console_run
-from spec import emr_spec
-from spec.errors import RunSpecError
-from spec.run_spec import RunDefaults, RunSpec
 from tests.emr import cluster as emu
 from tests.emr.conftest import BUCKET, PER_CLASS, STACK, Emulation, Node, Project, StepRun
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from spec import emr_spec
-from spec.settings import load_settings
+from blueprint import emr_spec
+from blueprint.settings import load_settings
 from tests.infra.cfn import PROJECT_BUCKET, cfn_lint, flat
 from tests.infra.conftest import Synth, resources, synth
 

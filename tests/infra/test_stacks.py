@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from spec import artifacts, emr_spec
-from spec.package import build_package
-from spec.settings import Settings
+from blueprint import artifacts, emr_spec
+from blueprint.package import build_package
+from blueprint.settings import Settings
 from tests.infra.cfn import LOGS_BUCKET, PROJECT_BUCKET, cfn_lint, flat
 from tests.infra.conftest import Synth, resources
 
@@ -174,7 +174,7 @@ def test_bootstrap_path_resolves_to_the_uploaded_files(default_synth: Synth, emr
 def test_nodes_bootstrap_offline_from_the_wheelhouse_shipped_with_the_stack(
     default_synth: Synth, emr_cluster: dict[str, Any]
 ) -> None:
-    from bootstrap import wheelhouse
+    from blueprint import wheelhouse
 
     args = flat(emr_cluster["Properties"]["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"])
     uri = args[args.index("--wheelhouse") + 1]

@@ -1,6 +1,6 @@
 """A transient cluster (`featurizer cluster up --transient --stack`) is the stack's cluster, run once.
 
-Both requests come from `spec.emr_spec`; this compares what actually reaches each API: the synthesized
+Both requests come from `blueprint.emr_spec`; this compares what actually reaches each API: the synthesized
 `AWS::EMR::Cluster` and the launcher's `run_job_flow` arguments, key by key, so a policy or setting
 dropped on either side (auto-termination, security configuration, ...) fails here.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from blueprint import emr_spec
+from blueprint.settings import load_settings
 from launcher import cluster as clusters
 from launcher import deploy as deploying
-from spec import emr_spec
-from spec.settings import load_settings
 
 from .conftest import Synth, resources
 

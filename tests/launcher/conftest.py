@@ -259,7 +259,7 @@ def small_wheelhouse(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
     The real builder is tested in tests/bootstrap (with a real offline install) and runs for real in
     tests/emr; here only its wiring matters: which keys are uploaded and what the bootstrap is told.
     """
-    from bootstrap import wheelhouse
+    from blueprint import wheelhouse
 
     built: list[str] = []
 

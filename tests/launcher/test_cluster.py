@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from blueprint import artifacts, emr_spec
+from blueprint.package import build_package
+from blueprint.settings import load_settings
 from launcher import cluster as clusters
 from launcher import deploy as deploying
 from launcher.cli import State
-from spec import artifacts, emr_spec
-from spec.package import build_package
-from spec.settings import load_settings
 
 from .conftest import (
     BUCKET,

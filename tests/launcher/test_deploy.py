@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from boto3.s3.transfer import TransferConfig
 
+from blueprint import artifacts
+from blueprint.package import build_package
 from launcher import deploy as deploying
 from launcher.aws import Aws
 from launcher.errors import AwsServiceError
-from spec import artifacts
-from spec.package import build_package
 
 from .conftest import BUCKET, STACK, Faults, Project, invoke
 

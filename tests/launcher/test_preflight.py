@@ -8,11 +8,11 @@ from typing import Any
 import boto3
 import pytest
 
+from blueprint import emr_spec
+from blueprint.settings import Settings
 from launcher.aws import Aws
 from launcher.errors import ConfigError
 from launcher.preflight import check_key_grants, check_vpc_tagged
-from spec import emr_spec
-from spec.settings import Settings
 
 from .conftest import REGION
 

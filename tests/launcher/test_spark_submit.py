@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from blueprint.package import build_package
+from blueprint.run_spec import RunSpec
 from launcher import submit as submitting
-from spec.package import build_package
-from spec.run_spec import RunSpec
 
 REPO = Path(__file__).resolve().parents[2]
 FRUITS = REPO / "tests" / "data" / "fruits360" / "Test"  # vendored: see its ATTRIBUTION.txt

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from spec.package import build_package
+from blueprint.package import build_package
 
 from .conftest import BUCKET, INPUT, OUTPUT, STACK, Faults, Project, error_line, invoke, make_stack, stack_outputs
 

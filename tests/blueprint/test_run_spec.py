@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from blueprint.errors import RunSpecError
+from blueprint.run_spec import RunDefaults, RunSpec, node_local_uri
+from blueprint.settings import Settings
 from job.config import ENGINES, from_argv
-from spec.errors import RunSpecError
-from spec.run_spec import RunDefaults, RunSpec, node_local_uri
-from spec.settings import Settings
 
 SHA = "0" * 64
 ONNX = Settings(bootstrap_profile="onnx", weights_s3_uri="s3://bkt/w/m.onnx", weights_sha256=SHA)

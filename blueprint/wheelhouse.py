@@ -10,8 +10,8 @@ runs pip with ``--no-index --find-links DIR --require-hashes``: the nodes need S
 Downloads are cached under ``$XDG_CACHE_HOME/featurizer/wheelhouse/<requirements digest>/`` (default
 ``~/.cache/...``; ``FEATURIZER_WHEELHOUSE_CACHE`` overrides the root), so a second build copies files.
 
-    .venv/bin/python -m bootstrap.wheelhouse --profile onnx --out build/wheelhouse-onnx
-    .venv/bin/python -m bootstrap.wheelhouse --verify build/wheelhouse-onnx     # prints the digest
+    .venv/bin/python -m blueprint.wheelhouse --profile onnx --out build/wheelhouse-onnx
+    .venv/bin/python -m blueprint.wheelhouse --verify build/wheelhouse-onnx     # prints the digest
 """
 
 from __future__ import annotations
@@ -30,11 +30,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootstrap.lock import PLATFORMS, PYTHON_VERSION
+from blueprint.artifacts import BOOTSTRAP_DIR, REQUIREMENTS_BY_PROFILE
 
-HERE = Path(__file__).resolve().parent
-# Profile -> lock file; the same names as spec.artifacts.REQUIREMENTS_BY_PROFILE and install.sh --profile.
-PROFILES = {"tf": "requirements.txt", "onnx": "requirements-onnx.txt"}
+# The nodes' target, shared with bootstrap/lock.py (which resolves the locks for it): CPython 3.11
+# (EMR 7.x) on manylinux x86_64 up to glibc 2.34 (Amazon Linux 2023). pip does not widen a manylinux
+# --platform to older glibc tags by itself, so all are listed.
+PYTHON_VERSION = "3.11"
+GLIBC_TAGS = ["2_34", "2_28", "2_27", "2_26", "2_24", "2_17", "2_5"]
+PLATFORMS = [f"manylinux_{tag}_x86_64" for tag in GLIBC_TAGS] + ["manylinux2014_x86_64", "manylinux1_x86_64"]
+# Profile -> lock file: the bootstrap's own table (install.sh --profile takes the same names).
+PROFILES = REQUIREMENTS_BY_PROFILE
 IMPLEMENTATION = "cp"
 MANIFEST_NAME = "manifest.json"
 # Bumped when the layout or the download command changes, so old caches are not reused.
@@ -61,7 +66,7 @@ class Pin:
 def requirements_path(profile: str) -> Path:
     """The lock file of a bootstrap profile (``tf`` or ``onnx``)."""
     try:
-        return HERE / PROFILES[profile]
+        return BOOTSTRAP_DIR / PROFILES[profile]
     except KeyError:
         raise WheelhouseError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}") from None
 
@@ -245,7 +250,7 @@ def _canonical(manifest: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bootstrap.wheelhouse", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m blueprint.wheelhouse", description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--out", type=Path, help="build the wheelhouse into this folder")
     group.add_argument("--verify", type=Path, metavar="DIR", help="check an existing wheelhouse and print its digest")

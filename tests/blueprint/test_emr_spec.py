@@ -8,8 +8,8 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from spec import emr_spec
-from spec.settings import Settings, SettingsError, load_settings
+from blueprint import emr_spec
+from blueprint.settings import Settings, SettingsError, load_settings
 
 RESOURCES = emr_spec.ClusterResources(
     service_role="featurizer-service",
@@ -76,7 +76,7 @@ def test_drivers_stay_on_core_nodes() -> None:
 
 def test_spark_defaults_size_memory_for_the_model_and_set_fault_handling() -> None:
     defaults = {c["Classification"]: c for c in emr_spec.configurations(Settings())}["spark-defaults"]["Properties"]
-    # m5.xlarge (YARN 12288 MiB) with the tf profile: see spec.settings.spark_memory's docstring.
+    # m5.xlarge (YARN 12288 MiB) with the tf profile: see blueprint.settings.spark_memory's docstring.
     assert {k: v for k, v in defaults.items() if k.startswith(("spark.executor.", "spark.driver."))} == {
         "spark.executor.cores": "2",
         "spark.executor.memory": "1664m",

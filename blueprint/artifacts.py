@@ -99,7 +99,7 @@ def wheelhouse_prefix(profile: str, digest: str) -> str:
 
 
 def job_keys(digest: str) -> tuple[str, str]:
-    """Keys of the job zip and its entry file for a package digest (spec.package computes it)."""
+    """Keys of the job zip and its entry file for a package digest (blueprint.package computes it)."""
     _check_digest(digest)
     prefix = f"{JOB_PREFIX}{digest}/"
     return prefix + "job.zip", prefix + "entrypoint.py"

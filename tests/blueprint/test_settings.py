@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from spec import settings as settings_module
-from spec.run_spec import RunDefaults
-from spec.settings import CDK_JSON, Settings, SettingsError, load_settings
+from blueprint import settings as settings_module
+from blueprint.run_spec import RunDefaults
+from blueprint.settings import CDK_JSON, Settings, SettingsError, load_settings
 
 
 def test_cdk_json_context_holds_every_setting_at_its_default() -> None:
@@ -114,7 +114,7 @@ def test_unreadable_cdk_json_is_a_settings_error(tmp_path: Path) -> None:
 def test_pure_modules_do_not_import_cdk() -> None:
     """The launcher imports these without aws-cdk-lib installed."""
     code = (
-        "import sys, spec.settings, spec.emr_spec, spec.artifacts; "
+        "import sys, blueprint.settings, blueprint.emr_spec, blueprint.artifacts; "
         "bad = [m for m in sys.modules if m.startswith(('aws_cdk', 'constructs', 'jsii'))]; "
         "assert not bad, bad"
     )

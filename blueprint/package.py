@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from spec.errors import PackageError
+from blueprint.errors import PackageError
 
 PACKAGE_NAME = "job"
 ENTRY_NAME = "entrypoint.py"

@@ -16,9 +16,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from blueprint.errors import RunSpecError
+from blueprint.settings import Settings
 from job.config import ENGINES, WEIGHT_KEYWORDS, UsageError, from_argv
-from spec.errors import RunSpecError
-from spec.settings import Settings
 
 # The stack outputs that carry a deployment's run defaults (launcher.stack reads them back).
 DEFAULT_WEIGHTS_OUTPUT = "DefaultWeights"

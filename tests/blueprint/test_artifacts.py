@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spec import artifacts
+from blueprint import artifacts
 
 
 def test_bootstrap_files_share_one_digest_prefix() -> None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from spec.settings import EXECUTORS_PER_NODE, Settings
+from blueprint.settings import EXECUTORS_PER_NODE, Settings
 
 Spec = dict[str, Any]
 
@@ -86,7 +86,7 @@ def configurations(settings: Settings) -> list[Spec]:
     """Point PySpark at the bootstrap's virtual environment and set what the featurization UDF relies on.
 
     - Python workers are reused (the model is loaded once per worker, not per task).
-    - Executor and driver memory come from ``settings.spark_memory`` (spec.settings.spark_memory: the
+    - Executor and driver memory come from ``settings.spark_memory`` (blueprint.settings.spark_memory: the
       Python workers' model copies live in memoryOverhead).
     - The session's Arrow batch (``arrow_max_records_per_batch``) is small because every row carries a
       whole image; it does not cap the featurize stage, where the job's --batch-size is the Arrow batch.
@@ -284,7 +284,7 @@ def spark_step(
 ) -> Spec:
     """An EMR step running the job with spark-submit through command-runner.jar (argv, no shell quoting).
 
-    ``job_args`` come from ``spec.run_spec.RunSpec.argv``. The step sets what only a step can:
+    ``job_args`` come from ``blueprint.run_spec.RunSpec.argv``. The step sets what only a step can:
     cluster deploy mode (the driver in a YARN container on a core node, see the node labels in
     ``configurations``) and :data:`STEP_CONF`.
     """

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spec.artifacts import PROFILES
-from spec.errors import SettingsError
+from blueprint.artifacts import PROFILES
+from blueprint.errors import SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = REPO_ROOT / "cdk.json"
@@ -381,7 +381,7 @@ def spark_memory(settings: Settings) -> SparkMemory:
         if unknown:
             raise SettingsError(
                 f"setting {key!r}: no executor sizing figures for {', '.join(unknown)}; use one of "
-                f"{', '.join(INSTANCE_TYPES)} or add it to spec.settings.INSTANCE_TYPES with AWS's "
+                f"{', '.join(INSTANCE_TYPES)} or add it to blueprint.settings.INSTANCE_TYPES with AWS's "
                 "published yarn.nodemanager.resource.memory-mb"
             )
     owners = {name: key for key, names in fleets.items() for name in names}
@@ -437,7 +437,7 @@ def load_settings(overrides: Mapping[str, object] | None = None, cdk_json: Path 
     path = cdk_json or CDK_JSON
     if cdk_json is None and not path.is_file():
         # A non-editable install has no cdk.json beside it: the typed defaults are the same values
-        # (tests/spec/test_settings.py keeps them equal), so only the overrides apply.
+        # (tests/blueprint/test_settings.py keeps them equal), so only the overrides apply.
         return Settings.from_context(dict(overrides or {}))
     try:
         document = json.loads(path.read_text(encoding="utf-8"))

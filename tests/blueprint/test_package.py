@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from spec.errors import PackageError
-from spec.package import build_package, job_source_dir
+from blueprint.errors import PackageError
+from blueprint.package import build_package, job_source_dir
 from tests.launcher.conftest import invoke
 
 REPO_JOB = Path(__file__).resolve().parents[2] / "job"

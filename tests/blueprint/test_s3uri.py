@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from spec import s3uri
-from spec.errors import InvalidS3Uri
+from blueprint import s3uri
+from blueprint.errors import InvalidS3Uri
 
 
 def test_user_uris_are_checked_and_name_the_option() -> None:
