@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from job.errors import UsageError  # defined with the other errors; importable from here too
+
 FEATURE_DIM = 1280
 # Hadoop glob (as Spark's pathGlobFilter reads it): .jpg and .jpeg in any letter case.
 DEFAULT_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG]}"
@@ -16,10 +18,6 @@ WEIGHT_KEYWORDS = ("imagenet", "random")
 ENGINES = ("tf", "onnx")
 # "exact": the seed's pixels (Pillow's bicubic); "fast": OpenCV's resize, other pixels (job/decode.py).
 RESIZE_MODES = ("exact", "fast")
-
-
-class UsageError(ValueError):
-    """A bad argument or input location: reported in one line, exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +33,10 @@ class JobConfig:
     engine: str = "tf"
     threads: int = 0  # TensorFlow/ONNX threads per Python worker; 0 = the task's share of the executor
     resize: str = "exact"
+    # How the run talks, not what it computes: no progress lines (--quiet), full traces and
+    # Spark's own log on stderr (--verbose).
+    quiet: bool = False
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         if not self.input:
@@ -107,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=RESIZE_MODES,
         help="exact: the seed's pixels (Pillow bicubic, default); fast: OpenCV, other pixels and features",
     )
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="no progress lines (warnings, errors and the summary only)")
+    talk.add_argument(
+        "--verbose", action="store_true", help="full traces and Spark's warnings on stderr (default: in the log file)"
+    )
     return p
 
 
@@ -124,4 +131,6 @@ def from_argv(argv: list[str]) -> JobConfig:
         engine=ns.engine,
         threads=ns.threads,
         resize=ns.resize,
+        quiet=ns.quiet,
+        verbose=ns.verbose,
     )

@@ -17,6 +17,7 @@ import pandas as pd
 from pyspark import Accumulator, Broadcast
 from pyspark.sql import DataFrame
 
+from job import quiet
 from job.decode import decode_batch
 
 # Features are staged as raw little-endian float32 bytes: the JVM copies a binary value, where an
@@ -36,6 +37,7 @@ class EngineSpec:
     digest: str
     threads: int
     resize: str = "exact"  # job.decode's resize mode (JobConfig.resize)
+    onnx_model: dict | None = None  # where a converted ONNX model came from (metadata weights.onnx_model)
 
 
 _PREDICTORS: dict[tuple[str, str, int], Predictor] = {}
@@ -69,10 +71,12 @@ def worker_predictor(spec: EngineSpec) -> Predictor:
         if spec.engine == "onnx":
             from job.onnx_engine import onnx_predictor
 
+            quiet.quiet_onnxruntime()
             _PREDICTORS[key] = onnx_predictor(spec.blob.value, spec.threads)
         else:
             from job.model import configure_threads, load_model, tf_predictor
 
+            quiet.import_tensorflow()  # TensorFlow's native start-up lines go to the log, not the console
             configure_threads(spec.threads)
             _PREDICTORS[key] = tf_predictor(load_model(spec.blob.value, spec.suffix))
     return _PREDICTORS[key]

@@ -17,16 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from job.decode import IMAGE_SIZE
+from job.errors import WeightsUnavailable  # exit code 2: imagenet offline is fixed with --weights
 
 MODEL_NAME = "MobileNetV2 (include_top=False, pooling=avg, 224x224x3 -> 1280)"
 RANDOM_SEED = 1234
 # The model input's name in the traced graph and in exported ONNX models.
 INPUT_NAME = "images"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-class WeightsUnavailable(RuntimeError):
-    """The requested weights could not be obtained (exit code 1, one line)."""
 
 
 @dataclass(frozen=True)

@@ -5,55 +5,95 @@
 
 from __future__ import annotations
 
+import io
 import platform
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout, suppress
 from dataclasses import asdict
 from importlib import metadata as importlib_metadata
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from job import errors, quiet, reduce, session, write
 from job import model as model_lib
-from job import reduce, session, write
-from job.config import JobConfig, UsageError
+from job.config import JobConfig
+from job.errors import JobFailed, PcaUndefined, UsageError
 from job.featurize import EngineSpec, featurize
-from job.read import Listing, list_inputs, read_file, read_images, skipped_reason
+from job.progress import Progress, rate_text, stage_input_records
+from job.read import Listing, check_filesystems, list_inputs, read_file, read_images, skipped_reason
 
 
-class JobFailed(RuntimeError):
-    """The run could not produce a result (exit code 1); OUTPUT is left untouched."""
+class Stage:
+    """What a finished stage reports on its progress line (set inside the `with`)."""
+
+    detail = ""
 
 
 class Timer:
-    """Wall time per stage, for metadata.json."""
+    """Wall time per stage, for metadata.json; each finished stage is reported to `report`."""
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.perf_counter,
+        report: Callable[[str, float, str], None] | None = None,
+    ) -> None:
         self.clock = clock
+        self.report = report
         self.seconds: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str) -> Iterator[Stage]:
         start = self.clock()
+        info = Stage()
+        ok = False
         try:
-            yield
+            yield info
+            ok = True
         finally:
             self.seconds[name] = round(self.clock() - start, 3)
+            if ok and self.report is not None:
+                self.report(name, self.seconds[name], info.detail)
+
+
+@contextmanager
+def at_location(what: str, uri: str) -> Iterator[None]:
+    """Java/Hadoop failures while using `uri` become one line naming it (errors.at_location)."""
+    try:
+        yield
+    except errors.JobError:
+        raise
+    except Exception as exc:
+        error = errors.at_location(exc, what, uri)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def resolve_weights(spark: SparkSession, cfg: JobConfig) -> model_lib.WeightsBlob:
     """On the driver: the weights file's bytes, whatever their source."""
     if cfg.weights == "random":
         print(
-            "WARNING: --weights random: seeded random MobileNetV2 weights. The features are "
-            "deterministic but carry no ImageNet knowledge; use them for tests and demos only."
+            "featurizer: warning: --weights random: seeded random MobileNetV2 weights. The features are "
+            "deterministic but carry no ImageNet knowledge; use them for tests and demos only.",
+            file=sys.stderr,
+            flush=True,
         )
+        quiet.import_tensorflow()
         return model_lib.random_blob()
     if cfg.weights == "imagenet":
-        return model_lib.imagenet_blob()
-    data = read_file(spark, cfg.weights)
+        quiet.import_tensorflow()
+        notes = io.StringIO()  # Keras prints "Downloading data from ..." and a progress bar to stdout
+        try:
+            with redirect_stdout(notes):
+                return model_lib.imagenet_blob()
+        finally:
+            quiet.append_to_log(notes.getvalue())
+    with at_location("--weights", cfg.weights):
+        data = read_file(spark, cfg.weights)
     if data is None:
         raise UsageError(f"weights file not found: {cfg.weights}")
     return model_lib.WeightsBlob.of(data, model_lib.file_suffix(cfg.weights), cfg.weights)
@@ -61,10 +101,12 @@ def resolve_weights(spark: SparkSession, cfg: JobConfig) -> model_lib.WeightsBlo
 
 def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsBlob) -> EngineSpec:
     data, suffix = weights.data, weights.suffix
-    if cfg.engine == "onnx" and suffix != ".onnx":  # a Keras file: convert once, here (needs TensorFlow)
-        from job.onnx_engine import keras_weights_to_onnx
+    onnx_model = None
+    if cfg.engine == "onnx" and suffix != ".onnx":  # a Keras file: converted once, cached (a miss needs TF)
+        from job.onnx_engine import cached_keras_weights_to_onnx
 
-        data, suffix = keras_weights_to_onnx(weights.data, weights.suffix), ".onnx"
+        data, onnx_model = cached_keras_weights_to_onnx(data, suffix, weights.sha256, quiet.import_tensorflow)
+        suffix = ".onnx"
     elif suffix == ".onnx":  # an exported model: check it once here rather than fail in every task
         from job.onnx_engine import IncompatibleModel, validate
 
@@ -75,7 +117,13 @@ def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsB
     threads = cfg.threads or int(spark.conf.get("spark.task.cpus", "1"))
     blob = spark.sparkContext.broadcast(data)
     return EngineSpec(
-        engine=cfg.engine, blob=blob, suffix=suffix, digest=weights.sha256, threads=threads, resize=cfg.resize
+        engine=cfg.engine,
+        blob=blob,
+        suffix=suffix,
+        digest=weights.sha256,
+        threads=threads,
+        resize=cfg.resize,
+        onnx_model=onnx_model,
     )
 
 
@@ -123,29 +171,42 @@ def spark_metadata(spark: SparkSession) -> dict:
     }
 
 
-def run(spark: SparkSession, cfg: JobConfig, run_id: str | None = None) -> dict:
-    """Featurize cfg.input into cfg.output; return the metadata written with it."""
+def run(spark: SparkSession, cfg: JobConfig, run_id: str | None = None, progress: Progress | None = None) -> dict:
+    """Featurize cfg.input into cfg.output; return the metadata written with it.
+
+    `progress` (default: silent) gets a line per finished stage and the live featurize count.
+    """
     run_id = run_id or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    timer = Timer()
-    with timer.stage("list"):
-        listing = list_inputs(spark, cfg.input, cfg.glob)
-        write.check_output_replaceable(spark, cfg.output)
+    progress = progress or Progress(enabled=False)
+    timer = Timer(report=progress.stage)
+    # Before anything is listed or written: each location's scheme has a filesystem here.
+    check_filesystems(spark, {"--input": cfg.input, "--output": cfg.output, "--weights": cfg.weights})
+    with timer.stage("list") as stage:
+        with at_location("--input", cfg.input):
+            listing = list_inputs(spark, cfg.input, cfg.glob)
+        with at_location("--output", cfg.output):
+            write.check_output_replaceable(spark, cfg.output)
+        stage.detail = f"{len(listing):,} images"
     if cfg.k is not None and cfg.k > len(listing):
         raise UsageError(f"--k {cfg.k} is larger than the number of input images ({len(listing)})")
     staging = write.staging_uri(cfg.output, run_id)
     write.delete(spark, staging)
     try:
-        result = _run_staged(spark, cfg, listing, staging, timer, run_id)
+        result = _run_staged(spark, cfg, listing, staging, timer, run_id, progress)
     except BaseException:
-        write.delete(spark, staging)
+        with suppress(Exception):  # the failure that got here is the one to report
+            write.delete(spark, staging)
         raise
     return result
 
 
-def _run_staged(spark: SparkSession, cfg: JobConfig, listing: Listing, staging: str, timer: Timer, run_id: str) -> dict:
-    with timer.stage("weights"):
+def _run_staged(
+    spark: SparkSession, cfg: JobConfig, listing: Listing, staging: str, timer: Timer, run_id: str, progress: Progress
+) -> dict:
+    with timer.stage("weights") as stage:
         weights = resolve_weights(spark, cfg)
         spec = engine_spec(spark, cfg, weights)
+        stage.detail = f"{weights.source} ({cfg.engine})"
     processed = spark.sparkContext.accumulator(0)
     work = f"{staging}/_work/staged"
     spark_record = spark_metadata(spark)  # the session's own settings, before any stage changes them
@@ -157,10 +218,17 @@ def _run_staged(spark: SparkSession, cfg: JobConfig, listing: Listing, staging: 
     # happen to be registered now (see session.task_slots).
     stage_conf = {session.ARROW_BATCH_KEY: str(cfg.batch_size), session.MIN_PARTITIONS_KEY: str(planned)}
     group = f"featurize-{run_id}"
-    with timer.stage("featurize"):
+    featurize_start = timer.clock()
+    with timer.stage("featurize") as stage:
         images = read_images(listing)
-        with session.runtime_conf(spark, stage_conf), session.job_group(spark, group):
+        with (
+            session.runtime_conf(spark, stage_conf),
+            session.job_group(spark, group),
+            progress.counting("featurize", len(listing), lambda: stage_input_records(spark, group)),
+        ):
             write.write_table(featurize(images, spec, cfg.batch_size, processed), work)
+        seconds = max(timer.clock() - featurize_start, 1e-9)
+        stage.detail = f"{len(listing):,} images · {rate_text(len(listing) / seconds)}"
     ran = session.group_tasks(spark, group)
     spark_record["featurize"] = {
         "batch_size": cfg.batch_size,
@@ -173,10 +241,11 @@ def _run_staged(spark: SparkSession, cfg: JobConfig, listing: Listing, staging: 
     }
     staged = spark.read.parquet(work)
     featurized = staged.filter(F.col("error").isNull()).select("path", "label", "features")
-    with timer.stage("account"):
+    with timer.stage("account") as stage:
         rejected = staged.filter(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
         rejected = rejected.unionByName(account(listing, staged, spark))
         n_featurized, n_rejected = featurized.count(), rejected.count()
+        stage.detail = f"{n_featurized:,} featurized, {n_rejected:,} rejected"
     if n_featurized + n_rejected != len(listing):
         raise JobFailed(f"accounting error: {len(listing)} listed != {n_featurized} featurized + {n_rejected} rejected")
     if n_featurized < 2:
@@ -185,9 +254,16 @@ def _run_staged(spark: SparkSession, cfg: JobConfig, listing: Listing, staging: 
         raise JobFailed(f"only {n_featurized} of {len(listing)} images could be featurized; PCA needs 2 ({summary})")
     if cfg.k is not None and cfg.k > n_featurized:
         raise UsageError(f"--k {cfg.k} is larger than the number of featurized images ({n_featurized})")
-    with timer.stage("pca_fit"):
-        pca = reduce.fit_pca(reduce.covariance_stats(spark, featurized), cfg.variance, cfg.k)
-    with timer.stage("write"):
+    with timer.stage("pca_fit") as stage:
+        try:
+            pca = reduce.fit_pca(reduce.covariance_stats(spark, featurized), cfg.variance, cfg.k)
+        except errors.JobError:
+            raise
+        except ValueError as exc:  # reduce's own checks (fewer than 2 rows, constant features)
+            raise PcaUndefined(str(exc)) from exc
+        stage.detail = f"k={pca.k}"
+    with timer.stage("write") as stage:
+        stage.detail = "features, rejected, plot"
         write.write_table(reduce.project(spark, featurized, pca), f"{staging}/features")
         write.write_table(rejected.coalesce(1), f"{staging}/rejected")
         write.delete(spark, f"{staging}/_work")
@@ -201,7 +277,12 @@ def _run_staged(spark: SparkSession, cfg: JobConfig, listing: Listing, staging: 
         "config": asdict(cfg),
         "model": model_lib.MODEL_NAME,
         "engine": cfg.engine,
-        "weights": {"source": weights.source, "sha256": weights.sha256, "random": cfg.weights == "random"},
+        "weights": {
+            "source": weights.source,
+            "sha256": weights.sha256,
+            "random": cfg.weights == "random",
+            "onnx_model": spec.onnx_model,
+        },
         "counts": {
             "listed": len(listing),
             "featurized": n_featurized,

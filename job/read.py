@@ -16,7 +16,8 @@ from urllib.parse import unquote
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 
-from job.config import UsageError
+from job.config import WEIGHT_KEYWORDS
+from job.errors import LocationError, UsageError
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,6 +40,35 @@ def hadoop_fs(spark: SparkSession, uri: str):
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def check_filesystems(spark: SparkSession, locations: dict[str, str]) -> None:
+    """LocationError unless Hadoop has a filesystem for the scheme of each location ({option: uri}).
+
+    Checked once the JVM runs, because the filesystems are the JVM's: on EMR, s3:// is EMRFS; the
+    pip pyspark has none for s3:// or s3a://. Only the class is looked up: nothing connects yet.
+    """
+    sc = spark.sparkContext
+    jvm, conf = sc._jvm, sc._jsc.hadoopConfiguration()
+    filesystem = jvm.org.apache.hadoop.fs.FileSystem
+    for what, uri in locations.items():
+        if not uri or uri in WEIGHT_KEYWORDS:
+            continue
+        try:
+            scheme = jvm.org.apache.hadoop.fs.Path(uri).toUri().getScheme()
+        except Exception as exc:  # java.lang.IllegalArgumentException: not a path Hadoop can parse
+            cause = str(getattr(getattr(exc, "java_exception", None), "getMessage", lambda: "")() or "")
+            raise LocationError(f"{what} {uri}: not a valid path or URI ({cause.splitlines()[0][:200]})") from None
+        scheme = scheme or filesystem.getDefaultUri(conf).getScheme() or "file"
+        try:
+            filesystem.getFileSystemClass(scheme, conf)
+        except Exception:  # UnsupportedFileSystemException, or a configured class that is missing
+            where = (
+                "here: local runs read local paths or hdfs://; run on EMR with featurizer submit"
+                if sc.master.startswith("local")
+                else f"on this cluster (Hadoop has no fs.{scheme}.impl)"
+            )
+            raise LocationError(f"{what} {uri}: no filesystem for {scheme}:// {where}") from None
 
 
 def binary_files(spark: SparkSession, glob: str) -> DataFrameReader:

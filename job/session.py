@@ -33,10 +33,12 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
+from job import quiet
 from job.config import JobConfig
 
 APP_NAME = "emr-image-featurizer"
@@ -53,6 +55,10 @@ MAX_BATCHES_PER_TASK = 16
 MAX_CORES_KEY = "spark.featurizer.maxCores"
 ARROW_BATCH_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
 MIN_PARTITIONS_KEY = "spark.sql.files.minPartitionNum"
+# Local runs write through Hadoop's raw local filesystem: no `.crc` checksum file beside every output
+# file (the checksummed LocalFileSystem only adds them for local disks; HDFS and S3 never had them).
+LOCAL_FS_KEY = "spark.hadoop.fs.file.impl"
+RAW_LOCAL_FS = "org.apache.hadoop.fs.RawLocalFileSystem"
 # Recorded in metadata.json ("spark" -> "settings") when set.
 RECORDED_KEYS = (
     ARROW_BATCH_KEY,
@@ -107,9 +113,14 @@ def is_local(master: str | None) -> bool:
     return bool(master) and master.startswith("local")
 
 
+def spark_conf_dir() -> str:
+    """Where spark-submit reads spark-defaults.conf and log4j2.properties ($SPARK_CONF_DIR, else $SPARK_HOME/conf)."""
+    return os.environ.get("SPARK_CONF_DIR") or os.path.join(os.environ.get("SPARK_HOME", ""), "conf")
+
+
 def spark_defaults() -> dict[str, str]:
     """spark-defaults.conf as spark-submit will read it ($SPARK_CONF_DIR, else $SPARK_HOME/conf)."""
-    folder = os.environ.get("SPARK_CONF_DIR") or os.path.join(os.environ.get("SPARK_HOME", ""), "conf")
+    folder = spark_conf_dir()
     values: dict[str, str] = {}
     try:
         with open(os.path.join(folder, "spark-defaults.conf"), encoding="utf-8") as lines:
@@ -122,8 +133,12 @@ def spark_defaults() -> dict[str, str]:
     return values
 
 
-def start_spark(cfg: JobConfig) -> SparkSession:
-    """A session whose master and settings are the ones given (see the module docstring for the order)."""
+def start_spark(cfg: JobConfig, log: Path | None = None) -> SparkSession:
+    """A session whose master and settings are the ones given (see the module docstring for the order).
+
+    `log`: the run's log file. A JVM this process launches then logs there, not on the console
+    (job.quiet); under spark-submit the cluster's log4j configuration stays in charge.
+    """
     active = SparkSession.getActiveSession()
     if active is not None:  # one SparkContext per process: reuse it as it is (tests)
         return active
@@ -133,10 +148,16 @@ def start_spark(cfg: JobConfig) -> SparkSession:
         launch = SparkConf()  # no JVM yet: a plain dict, passed to spark-submit as --conf
         launch.set("spark.ui.showConsoleProgress", "false")  # pyspark-shell's own default is true
         defaults = spark_defaults()
+        if log is not None:
+            java_options = quiet.driver_java_options(defaults, spark_conf_dir(), log, cfg.verbose)
+            if java_options is not None:
+                launch.set(quiet.JAVA_OPTIONS_KEY, java_options)
         if is_local(cfg.master or defaults.get("spark.master", "local[*]")):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             if "spark.driver.memory" not in defaults and "SPARK_DRIVER_MEMORY" not in os.environ:
                 launch.set("spark.driver.memory", "2g")
+            if LOCAL_FS_KEY not in defaults:  # at launch too: the JVM caches the first file:// filesystem
+                launch.set(LOCAL_FS_KEY, RAW_LOCAL_FS)
         SparkContext._ensure_initialized(conf=launch)
     else:
         SparkContext._ensure_initialized()  # connects to spark-submit's JVM
@@ -155,6 +176,8 @@ def start_spark(cfg: JobConfig) -> SparkSession:
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         if not effective.contains("spark.driver.host"):
             builder = builder.config("spark.driver.host", "127.0.0.1")
+        if not effective.contains(LOCAL_FS_KEY):
+            builder = builder.config(LOCAL_FS_KEY, RAW_LOCAL_FS)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

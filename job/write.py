@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
-from job.config import UsageError
+from job.errors import CommitFailed, UsageError
 from job.read import hadoop_fs, read_file
 
 SUCCESS = "_SUCCESS"
@@ -95,10 +95,6 @@ def explained_variance_png(ratios: np.ndarray, k: int, target: float | None) -> 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
-
-
-class CommitFailed(OSError):
-    """The swap could not complete; OUTPUT holds its previous complete output again (or none)."""
 
 
 def commit(spark: SparkSession, staging: str, output: str, run_id: str) -> None:

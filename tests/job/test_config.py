@@ -61,3 +61,12 @@ def test_bad_arguments_never_start_spark(monkeypatch) -> None:
     monkeypatch.setattr(job.session, "start_spark", no_spark)
     assert main(["--input", "in", "--output", "out", "--k", "0"]) == 2
     assert main(["--input", "in", "--output", "in/out"]) == 2
+
+
+def test_quiet_and_verbose_are_flags_that_exclude_each_other() -> None:
+    cfg = from_argv(["--input", "in", "--output", "out"])
+    assert (cfg.quiet, cfg.verbose) == (False, False)
+    assert from_argv(["--input", "in", "--output", "out", "--quiet"]).quiet
+    assert from_argv(["--input", "in", "--output", "out", "--verbose"]).verbose
+    with pytest.raises(UsageError, match="not allowed with argument"):
+        from_argv(["--input", "in", "--output", "out", "--quiet", "--verbose"])
