@@ -78,6 +78,7 @@ class RunSpec:
     k: int | None = None
     glob: str | None = None
     threads: int | None = None
+    resize: str | None = None
     extra: tuple[str, ...] = ()  # further job options, passed through verbatim (after `--`)
 
     def __post_init__(self) -> None:
@@ -122,7 +123,7 @@ class RunSpec:
                 "for a file on every node, or an s3:// URI"
             )
         args = ["--input", self.input, "--output", self.output]
-        for name in ("weights", "engine", "batch_size", "variance", "k", "glob", "threads"):
+        for name in ("weights", "engine", "batch_size", "variance", "k", "glob", "threads", "resize"):
             value = getattr(self, name)
             if value is not None:
                 args += [f"--{name.replace('_', '-')}", str(value)]

@@ -66,13 +66,66 @@ class JobConfig:
         if self.weights.lower().endswith(".onnx") and self.engine != "onnx":
             raise UsageError("an .onnx model needs --engine onnx")
 
-    @property
-    def weights_is_file(self) -> bool:
-        return self.weights not in WEIGHT_KEYWORDS
-
 
 def _norm(uri: str) -> str:
     return uri.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One job option, defined once: the job's argparse (spark-submit) and `featurizer run` (click) are
+    both generated from :data:`OPTIONS`, so flags, defaults, choices and help cannot drift apart."""
+
+    name: str  # the JobConfig field; the flag is --name with "-" for "_"
+    help: str
+    type: type = str
+    default: object = None
+    choices: tuple[str, ...] | None = None
+    required: bool = False
+    is_flag: bool = False  # a switch (store_true)
+    exclusive: str | None = None  # options sharing this group name may not be combined
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("input", "folder or Hadoop URI (s3://... on EMR) of images in class folders", required=True),
+    Option("output", "folder or Hadoop URI for the results (must not be inside --input)", required=True),
+    Option(
+        "weights",
+        "imagenet (Keras download on the driver), random (seeded, offline demos/tests only), or a path/URI "
+        "of a MobileNetV2 no-top weights file (.h5 / .weights.h5) or an exported .onnx model (--engine onnx)",
+        default="imagenet",
+    ),
+    Option(
+        "variance",
+        "keep the fewest PCA components explaining at least this share, in (0, 1]",
+        float,
+        0.99,
+        exclusive="pca",
+    ),
+    Option("k", f"force this many PCA components (1..{FEATURE_DIM}) instead of --variance", int, exclusive="pca"),
+    Option("batch_size", "images per model call and per Arrow batch of the featurize stage (bounds memory)", int, 64),
+    Option("glob", "Hadoop glob on file names (.jpg/.jpeg in any letter case)", default=DEFAULT_GLOB),
+    Option("master", "Spark master, e.g. local[*] [default: spark-submit's, else local[*]]"),
+    Option("engine", "inference engine: tf (Keras) or onnx (ONNX Runtime, ~2x faster)", default="tf", choices=ENGINES),
+    Option("threads", "inference threads per Python worker (0: the task's cores)", int, 0),
+    Option(
+        "resize",
+        "exact: the seed's pixels (Pillow bicubic); fast: OpenCV, other pixels and features",
+        default="exact",
+        choices=RESIZE_MODES,
+    ),
+    Option("quiet", "no progress lines (warnings, errors and the summary only)", is_flag=True, exclusive="talk"),
+    Option(
+        "verbose",
+        "full traces and Spark's warnings on stderr (default: in the log file)",
+        is_flag=True,
+        exclusive="talk",
+    ),
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,54 +136,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The job's own parser (``python -m job``, spark-submit's entry point), generated from OPTIONS."""
     p = _Parser(
         prog="featurizer run",
         description="MobileNetV2 features + StandardScaler + PCA for a folder of labelled images.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--input", required=True, help="folder or Hadoop URI (s3://...) of images in class folders")
-    p.add_argument("--output", required=True, help="folder or Hadoop URI for the results")
-    p.add_argument(
-        "--weights",
-        default="imagenet",
-        help="imagenet (Keras download), random (seeded, offline demos/tests only), "
-        "or a path/URI of a MobileNetV2 no-top weights file (.h5 / .weights.h5)",
-    )
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--variance", type=float, default=0.99, help="explained variance target (0, 1]")
-    group.add_argument("--k", type=int, default=None, help="force the number of PCA components")
-    p.add_argument("--batch-size", type=int, default=64, help="images per model call (bounds memory)")
-    p.add_argument("--glob", default=DEFAULT_GLOB, help="Hadoop glob on file names (default: .jpg/.jpeg)")
-    p.add_argument("--master", default=None, help="Spark master, e.g. local[*] (default: spark-submit's)")
-    p.add_argument("--engine", default="tf", choices=ENGINES, help="inference engine")
-    p.add_argument("--threads", type=int, default=0, help="inference threads per worker (0 = auto)")
-    p.add_argument(
-        "--resize",
-        default="exact",
-        choices=RESIZE_MODES,
-        help="exact: the seed's pixels (Pillow bicubic, default); fast: OpenCV, other pixels and features",
-    )
-    talk = p.add_mutually_exclusive_group()
-    talk.add_argument("--quiet", action="store_true", help="no progress lines (warnings, errors and the summary only)")
-    talk.add_argument(
-        "--verbose", action="store_true", help="full traces and Spark's warnings on stderr (default: in the log file)"
-    )
+    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for opt in OPTIONS:
+        target = groups.setdefault(opt.exclusive, p.add_mutually_exclusive_group()) if opt.exclusive else p
+        if opt.is_flag:
+            target.add_argument(opt.flag, action="store_true", help=opt.help)
+        else:
+            kwargs = {"type": opt.type, "default": opt.default, "help": opt.help}
+            if opt.choices:
+                kwargs["choices"] = opt.choices
+            target.add_argument(opt.flag, required=opt.required, **kwargs)
     return p
 
 
 def from_argv(argv: list[str]) -> JobConfig:
     ns = build_parser().parse_args(argv)
-    return JobConfig(
-        input=ns.input,
-        output=ns.output,
-        weights=ns.weights,
-        variance=ns.variance,
-        k=ns.k,
-        batch_size=ns.batch_size,
-        glob=ns.glob,
-        master=ns.master,
-        engine=ns.engine,
-        threads=ns.threads,
-        resize=ns.resize,
-        quiet=ns.quiet,
-        verbose=ns.verbose,
-    )
+    return JobConfig(**{opt.name: getattr(ns, opt.name) for opt in OPTIONS})

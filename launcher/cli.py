@@ -20,7 +20,7 @@ import click
 
 from blueprint import artifacts
 from blueprint.errors import SpecError
-from job.config import ENGINES  # argparse only: no Spark or TensorFlow
+from job.config import OPTIONS as JOB_OPTIONS  # the job's option table: argparse only, no Spark or TensorFlow
 from launcher import errors
 
 EXIT_FAILED = 1
@@ -31,7 +31,6 @@ _EXIT_CODES: tuple[tuple[type[errors.LauncherError], int], ...] = (
     (errors.ConfigError, EXIT_USAGE),
     (errors.LauncherError, EXIT_FAILED),
 )
-_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 
 
 class Failure(click.ClickException):
@@ -97,7 +96,7 @@ class State:
 pass_state = click.make_pass_decorator(State, ensure=True)
 
 
-@click.group(cls=FeaturizerGroup)
+@click.group("featurizer", cls=FeaturizerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--profile", help="AWS profile (default: the environment's).")
 @click.option("--region", help="AWS region (default: AWS_REGION / the profile's).")
 @click.option("--endpoint-url", help="Send AWS calls here (e.g. a local moto_server); AWS_ENDPOINT_URL works too.")
@@ -115,36 +114,73 @@ def main(
 # --- local ------------------------------------------------------------------------------------
 
 
-class _Passthrough(click.Command):
-    """A command that parses nothing: argv after its name, `--` and `--help` included, is its argument."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.params["args"] = tuple(args)
-        return []
-
-
 def _exit_with(ctx: click.Context, code: int) -> None:
     sys.stdout.flush()  # the job prints with print(); flush before click takes over the exit
     sys.stderr.flush()
     ctx.exit(code)
 
 
-@main.command(cls=_Passthrough, context_settings=_PASSTHROUGH)
+def _local_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The job's options as click options, generated from `job.config.OPTIONS` (the job's argparse for
+    spark-submit is generated from the same table), each with its help and default."""
+    for opt in reversed(JOB_OPTIONS):
+        if opt.is_flag:
+            decorator = click.option(opt.flag, is_flag=True, default=False, help=opt.help)
+        else:
+            kind: Any = click.Choice(opt.choices) if opt.choices else opt.type
+            decorator = click.option(
+                opt.flag, type=kind, default=opt.default, required=opt.required, show_default=True, help=opt.help
+            )
+        func = decorator(func)
+    return func
+
+
+def _given_argv(ctx: click.Context, params: dict[str, Any]) -> list[str]:
+    """The options the user gave, as the job's argv: the job's own parser checks combinations and ranges."""
+    argv: list[str] = []
+    for opt in JOB_OPTIONS:
+        if ctx.get_parameter_source(opt.name) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        value = params[opt.name]
+        if opt.is_flag:
+            argv += [opt.flag] if value else []
+        else:
+            argv += [opt.flag, str(value)]
+    return argv
+
+
+@main.command()
+@_local_options
 @click.pass_context
-def run(ctx: click.Context, args: tuple[str, ...]) -> None:
-    """Run the job locally; all ARGS go to the job unchanged (try `featurizer run --help`)."""
+def run(ctx: click.Context, **params: Any) -> None:
+    """Run the job here, on local Spark (or any --master): the same options as on EMR."""
     from job.__main__ import main as job_main  # lazily: pyspark/TensorFlow only when needed
 
-    _exit_with(ctx, job_main(list(args)))
+    _exit_with(ctx, job_main(_given_argv(ctx, params)))
 
 
-@main.command(cls=_Passthrough, context_settings=_PASSTHROUGH)
+@main.command(short_help="Featurize synthetic images offline: the embedded default run.")
+@click.option(
+    "--output",
+    "--out",
+    "output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="Folder for the generated images (images/) and the results (results/).",
+)
+@click.option("--per-class", type=click.IntRange(1, 1000), default=12, show_default=True,
+              help="Synthetic images per class (9 classes).")  # fmt: skip
+@click.option("--weights", default="random", show_default=True,
+              help="random (offline), imagenet, or a weights file (.h5 / .onnx with --engine onnx).")  # fmt: skip
+@click.option("--master", default="local[*]", show_default=True, help="Spark master.")
 @click.pass_context
-def demo(ctx: click.Context, args: tuple[str, ...]) -> None:
-    """Run the bundled demo (e.g. `featurizer demo --out DIR`); ARGS go to the demo unchanged."""
-    from job.demo import main as demo_main
+def demo(ctx: click.Context, output: Path, per_class: int, weights: str, master: str) -> None:
+    """Write synthetic labelled images (coloured shapes in 9 class folders) and featurize them with local
+    Spark and seeded random weights: no download, no sample data, no AWS."""
+    from job.demo import run_demo
 
-    _exit_with(ctx, demo_main(list(args)))
+    _exit_with(ctx, run_demo(output, per_class=per_class, weights=weights, master=master))
 
 
 @main.command()
@@ -246,30 +282,30 @@ def deploy(
         click.echo(f"{'uploaded ' if result.uploaded else 'unchanged'} {result.uri} ({_size(result.size)})")
 
 
+# The run spec's options on a cluster, with where their default comes from when the user leaves them open.
+_CLUSTER_DEFAULTS = {
+    "weights": "the deployment's staged weights (stack output DefaultWeights), else imagenet",
+    "engine": "onnx for the onnx bootstrap profile (DefaultEngine) or an .onnx model, else tf",
+}
+RUN_OPTIONS = ("weights", "engine", "variance", "k", "batch_size", "glob", "threads", "resize")
+
+
 def _job_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The run's options (a `blueprint.run_spec.RunSpec`), validated by the job's parser before submission."""
+    """A cluster run's options (a `blueprint.run_spec.RunSpec`), generated from `job.config.OPTIONS` like
+    `featurizer run`'s; what is left open is filled from the deployment, then the job's parser checks all."""
+    table = {opt.name: opt for opt in JOB_OPTIONS}
     opts = [
         click.option("--input", "input_uri", required=True, help="s3://bucket/prefix of images in class folders."),
         click.option("--output", "output_uri", required=True, help="s3://bucket/prefix for the results."),
-        click.option(
-            "--weights",
-            help="imagenet, random, an .h5/.onnx file (s3://, or file:///path on the nodes). "
-            "[default: the deployment's staged weights, else imagenet]",
-        ),
-        click.option(
-            "--engine",
-            type=click.Choice(ENGINES),
-            help="Inference engine. [default: onnx for the onnx bootstrap profile or an .onnx model, else tf]",
-        ),
-        click.option("--variance", type=float, help="PCA explained-variance target in (0, 1]. [default: 0.99]"),
-        click.option("--k", type=int, help="Fixed number of PCA components (instead of --variance)."),
-        click.option("--batch-size", type=int, help="Images per model call and per Arrow batch. [default: 64]"),
-        click.option("--glob", help="Hadoop glob on file names. [default: .jpg/.jpeg in any case]"),
-        click.option("--threads", type=int, help="Inference threads per Python worker. [default: 0 = auto]"),
-        click.argument("job_args", nargs=-1, type=click.UNPROCESSED),
     ]
-    for opt in reversed(opts):
-        func = opt(func)
+    for name in RUN_OPTIONS:
+        opt = table[name]
+        default = _CLUSTER_DEFAULTS.get(name) or ("none" if opt.default is None else str(opt.default))
+        kind: Any = click.Choice(opt.choices) if opt.choices else opt.type
+        opts.append(click.option(opt.flag, type=kind, help=f"{opt.help} [default: {default}]"))
+    opts.append(click.argument("job_args", nargs=-1, type=click.UNPROCESSED))
+    for decorator in reversed(opts):
+        func = decorator(func)
     return func
 
 
@@ -280,7 +316,7 @@ def _run_spec(params: dict[str, Any], defaults: Any) -> Any:
     run = RunSpec(
         input=params["input_uri"],
         output=params["output_uri"],
-        **{name: params.get(name) for name in ("weights", "engine", "batch_size", "variance", "k", "glob", "threads")},
+        **{name: params.get(name) for name in RUN_OPTIONS},
         extra=tuple(params.get("job_args", ())),
     )
     filled = run.with_defaults(defaults)
@@ -463,7 +499,12 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--transient", is_flag=True, help="Terminate the cluster when the step ends (required).")
+@click.option(
+    "--transient",
+    is_flag=True,
+    help="The cluster terminates when its step ends. Every cluster `cluster up` starts is transient "
+    "(long-lived ones come from `cdk deploy`); the flag only says so.",
+)
 @click.option(
     "--stack",
     help="CDK cluster stack whose bucket, log location, roles (with the data-key grants), security "
@@ -501,8 +542,6 @@ def cluster_up(state: State, **params: Any) -> None:
     from launcher import submit as submitting
     from launcher.stack import resolve
 
-    if not params["transient"]:
-        raise click.UsageError("only --transient clusters are started here; long-lived ones come from `cdk deploy`")
     timeout, poll = _durations(params["timeout"], params["poll"])
     overrides = dict(_key_value(item) for item in params["context"])
     settings = clusters.settings_from(overrides)

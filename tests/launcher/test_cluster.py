@@ -74,17 +74,18 @@ def test_transient_with_wait_reports_the_step(project: Project) -> None:
     assert "COMPLETED after 15s" in result.stderr
 
 
-def test_only_transient_clusters_and_valid_settings(project: Project) -> None:
-    result = invoke("cluster", "up", "--bucket", BUCKET, "--input", INPUT, "--output", OUTPUT)
-    assert result.exit_code == 2
-    assert "only --transient clusters" in result.stderr
+def test_every_cluster_up_is_transient_and_settings_are_checked(project: Project) -> None:
+    result = invoke("cluster", "up", "--bucket", BUCKET, "--input", INPUT, "--output", OUTPUT, "--k", "8")
+    assert result.exit_code == 0, result.stderr  # --transient is not a required flag
+    started = project.session.client("emr").describe_cluster(ClusterId=result.stdout.split()[0])["Cluster"]
+    assert started["AutoTerminate"] is True
     result = _up("-c", "core_instance_count=0")
     assert result.exit_code == 2
     assert "core_instance_count" in error_line(result)
     result = _up("-c", "nonsense")
     assert result.exit_code == 2
     assert "expected key=value" in result.stderr
-    assert [c["Id"] for c in project.session.client("emr").list_clusters()["Clusters"]] == [project.cluster_id]
+    assert len(project.session.client("emr").list_clusters()["Clusters"]) == 2  # the fixture's and the first
 
 
 def test_transient_cluster_checks_input_first(project: Project) -> None:
