@@ -74,16 +74,23 @@ def write_plot(spark: SparkSession, staging: str, ratios: np.ndarray, k: int, ta
 
 
 def explained_variance_png(ratios: np.ndarray, k: int, target: float | None) -> bytes:
-    """The seed's plot: cumulative explained variance against components, chosen k marked."""
+    """The seed's plot: cumulative explained variance against components, chosen k marked.
+
+    The x axis ends a little past the larger of k and the rank (components with any variance): with
+    fewer images than 1280 features everything beyond the rank is a flat line at 1.0 that would
+    squeeze the useful part into the left edge.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     cumulative = np.cumsum(ratios)
+    shown = plot_extent(ratios, k)
     fig = Figure(figsize=(8, 5), dpi=100)
     ax = fig.add_subplot()
-    ax.plot(np.arange(1, len(cumulative) + 1), cumulative, color="tab:blue", label="cumulative")
+    ax.plot(np.arange(1, shown + 1), cumulative[:shown], color="tab:blue", label="cumulative")
+    ax.set_xlim(0.5, shown + 0.5)
     ax.axvline(k, color="tab:red", linestyle="--", label=f"k = {k} ({cumulative[k - 1]:.4f})")
     if target is not None:
         ax.axhline(target, color="tab:gray", linestyle=":", label=f"target {target}")
@@ -95,6 +102,14 @@ def explained_variance_png(ratios: np.ndarray, k: int, target: float | None) -> 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def plot_extent(ratios: np.ndarray, k: int) -> int:
+    """Components the plot shows: max(k, rank) plus 10 % (at least 5), within the number of ratios."""
+    top = float(np.max(ratios)) if len(ratios) else 0.0
+    rank = int(np.count_nonzero(ratios > top * 1e-12)) if top > 0 else 0
+    useful = max(k, rank)
+    return int(min(len(ratios), useful + max(5, -(-useful // 10))))
 
 
 def commit(spark: SparkSession, staging: str, output: str, run_id: str) -> None:
