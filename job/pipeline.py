@@ -18,7 +18,7 @@ from importlib import metadata as importlib_metadata
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from job import errors, quiet, reduce, session, write
+from job import errors, quiet, recovery, reduce, session, write
 from job import model as model_lib
 from job.config import JobConfig
 from job.errors import JobFailed, PcaUndefined, UsageError
@@ -190,19 +190,57 @@ def run(spark: SparkSession, cfg: JobConfig, run_id: str | None = None, progress
     if cfg.k is not None and cfg.k > len(listing):
         raise UsageError(f"--k {cfg.k} is larger than the number of input images ({len(listing)})")
     staging = write.staging_uri(cfg.output, run_id)
-    write.delete(spark, staging)
+    # One run per OUTPUT: a live run's lock fails this one here (exit 1), before anything is staged.
+    lock = write.OutputLock(spark, cfg.output, run_id, write.lock_ttl(spark))
+    with at_location("--output", cfg.output):
+        notes = lock.acquire()
     try:
-        result = _run_staged(spark, cfg, listing, staging, timer, run_id, progress)
-    except BaseException:
-        with suppress(Exception):  # the failure that got here is the one to report
-            write.delete(spark, staging)
-        raise
+        with at_location("--output", cfg.output):
+            notes += write.remove_dead_runs(spark, cfg.output, run_id)
+        for note in notes:
+            warn(note)
+        write.delete(spark, staging)
+        try:
+            result = _run_staged(spark, cfg, listing, staging, timer, run_id, progress, lock)
+        except BaseException:
+            with suppress(Exception):  # the failure that got here is the one to report
+                write.delete(spark, staging)
+            raise
+    finally:
+        lock.release()
     return result
 
 
+def warn(text: str) -> None:
+    print(f"featurizer: warning: {text}", file=sys.stderr, flush=True)
+
+
+def name_failed_partition(images: DataFrame, exc: BaseException) -> JobFailed | None:
+    """A featurize task that failed on every attempt, as one line naming its input partition and files."""
+    failed = recovery.failed_partition(exc)
+    if failed is None:
+        return None
+    try:
+        paths, n = recovery.partition_files(images, failed.partition)
+    except Exception:  # the line still names the partition
+        paths, n = [], 0
+    times = f"failed {failed.attempts} times" if failed.attempts else "failed on every executor allowed to run it"
+    reason = f" ({failed.reason})" if failed.reason else ""
+    files = f"; its {n} image{'s' if n != 1 else ''}: {', '.join(paths)}{', ...' if n > len(paths) else ''}"
+    return JobFailed(f"featurize: the task of input partition {failed.partition} {times}{reason}{files if n else ''}")
+
+
 def _run_staged(
-    spark: SparkSession, cfg: JobConfig, listing: Listing, staging: str, timer: Timer, run_id: str, progress: Progress
+    spark: SparkSession,
+    cfg: JobConfig,
+    listing: Listing,
+    staging: str,
+    timer: Timer,
+    run_id: str,
+    progress: Progress,
+    lock: write.OutputLock | None = None,
 ) -> dict:
+    first_job = recovery.last_job_id(spark)  # failed task attempts are counted over this run's jobs
     with timer.stage("weights") as stage:
         weights = resolve_weights(spark, cfg)
         spec = engine_spec(spark, cfg, weights)
@@ -226,7 +264,13 @@ def _run_staged(
             session.job_group(spark, group),
             progress.counting("featurize", len(listing), lambda: stage_input_records(spark, group)),
         ):
-            write.write_table(featurize(images, spec, cfg.batch_size, processed), work)
+            try:
+                write.write_table(featurize(images, spec, cfg.batch_size, processed), work)
+            except Exception as exc:  # a task that failed on every attempt: name its input files
+                named = name_failed_partition(images, exc)
+                if named is None:
+                    raise
+                raise named from exc
         seconds = max(timer.clock() - featurize_start, 1e-9)
         stage.detail = f"{len(listing):,} images · {rate_text(len(listing) / seconds)}"
     ran = session.group_tasks(spark, group)
@@ -269,6 +313,9 @@ def _run_staged(
         write.delete(spark, f"{staging}/_work")
         write.write_plot(spark, staging, pca.explained_variance_ratio, pca.k, None if cfg.k else cfg.variance)
     cumulative = pca.explained_variance_ratio.cumsum()
+    faults = recovery.failed_tasks(spark, first_job)
+    if faults["task_retries"]:
+        warn(f"the run survived faults: {recovery.summary(faults)}; metadata.json has them under faults")
     metadata = {
         "tool": write.TOOL,
         "run_id": run_id,
@@ -298,9 +345,12 @@ def _run_staged(
             "cumulative_explained_variance": cumulative.tolist(),
         },
         "spark": spark_record,
+        "faults": faults,
         "timings_s": timer.seconds,
         "versions": library_versions(),
     }
     write.write_metadata(spark, staging, metadata)
+    if lock is not None:
+        lock.check()  # a run that lost its output lock never commits
     write.commit(spark, staging, cfg.output, run_id)
     return metadata
