@@ -534,84 +534,55 @@ def cluster_up(state: State, **params: Any) -> None:
     Defaults of the run: the weights the bootstrap stages and the engine of its profile, from cdk.json and
     --context (the same values the stack's console step uses).
     """
-    from blueprint.package import build_package
     from blueprint.run_spec import RunDefaults
     from launcher import cluster as clusters
-    from launcher import deploy as deploying
-    from launcher import preflight
     from launcher import submit as submitting
     from launcher.stack import resolve
 
     timeout, poll = _durations(params["timeout"], params["poll"])
     overrides = dict(_key_value(item) for item in params["context"])
     settings = clusters.settings_from(overrides)
-    input_uri = submitting.parse_s3_uri(params["input_uri"], option="--input")
-    output_uri = submitting.parse_s3_uri(params["output_uri"], option="--output")
+    submitting.parse_s3_uri(params["input_uri"], option="--input")
+    submitting.parse_s3_uri(params["output_uri"], option="--output")
     outputs = resolve(state.aws(), params["stack"]) if params["stack"] else None
     bucket, prefix = _bucket_and_prefix(params["bucket"], params["prefix"], outputs)
     log_uri = params["log_uri"] or (outputs and outputs.log_uri) or f"s3://{bucket}/logs/"
     submitting.parse_s3_uri(log_uri, option="--log-uri")
     source = "cdk.json" + (" and --context" if params["context"] else "")
     run = _run_spec(params, RunDefaults.from_settings(settings, source=source))
-    args = submitting.step_args(run)
+    submitting.step_args(run)  # the job's own checks first: they name the real problem
     if outputs is not None:
         submitting.check_role_scope(run, outputs.bucket)
-    roles = clusters.Roles(
-        service_role=params["service_role"] or (outputs and outputs.service_role) or "EMR_DefaultRole",
-        instance_profile=params["instance_profile"] or (outputs and outputs.instance_profile) or "EMR_EC2_DefaultRole",
-        security_configuration=params["security_configuration"] or (outputs and outputs.security_configuration),
-    )
-    subnets = params["subnets"] or (outputs.subnet_ids if outputs is not None else ()) or settings.subnet_ids
-    aws = state.aws()
-    submitting.check_input(aws, input_uri)
-    submitting.check_output(aws, output_uri)
-    # EMR would accept the request and fail minutes later: check the VPC's tag and the roles' key grants now.
-    preflight.check_vpc_tagged(aws, subnets)
-    preflight.check_key_grants(
-        aws,
-        service_role=roles.service_role,
-        instance_profile=roles.instance_profile,
-        security_configuration=roles.security_configuration,
-    )
-    built = build_package(params["out_dir"])
-    package_items = deploying.package_artifacts(built, prefix)
-    bootstrap_items = deploying.bootstrap_artifacts(prefix)
-    wheel_items = (
-        deploying.wheelhouse_artifacts(settings.bootstrap_profile, params["out_dir"], prefix)
-        if settings.offline_bootstrap
-        else []
-    )
-    for item in deploying.deploy(
-        aws, bucket, [*package_items, *bootstrap_items, *wheel_items], progress=_upload_progress(sys.stderr)
-    ):
-        if item.uploaded:
-            click.echo(f"uploaded {item.uri}", err=True)
-    step = submitting.spark_step(
-        name=f"featurizer {built.digest} {input_uri}",
-        zip_uri=artifacts.s3_uri(bucket, package_items[0].key),
-        entry_uri=artifacts.s3_uri(bucket, package_items[1].key),
-        args=args,
-    )
-    request = clusters.transient_request(
-        settings,
+    target = clusters.Target(
         bucket=bucket,
-        bootstrap=bootstrap_items,
-        step=step,
+        prefix=prefix,
         log_uri=log_uri,
-        roles=roles,
-        subnet_ids=subnets,
-        wheelhouse_uri=deploying.wheelhouse_uri(bucket, wheel_items) if wheel_items else None,
+        roles=clusters.Roles(
+            service_role=params["service_role"] or (outputs and outputs.service_role) or "EMR_DefaultRole",
+            instance_profile=params["instance_profile"]
+            or (outputs and outputs.instance_profile)
+            or "EMR_EC2_DefaultRole",
+            security_configuration=params["security_configuration"] or (outputs and outputs.security_configuration),
+        ),
+        subnet_ids=tuple(
+            params["subnets"] or (outputs.subnet_ids if outputs is not None else ()) or settings.subnet_ids
+        ),
         security_groups=outputs.security_groups if outputs is not None and not params["subnets"] else None,
         name=params["name"],
     )
-    cluster_id = clusters.start(aws, request)
-    steps = aws.call("emr", "list_steps", ClusterId=cluster_id).get("Steps", [])
-    step_id = steps[0]["Id"] if steps else ""
-    click.echo(cluster_id)
-    click.echo(step_id)
-    click.echo(f"started transient cluster {cluster_id} (step {step_id}); it terminates after the step", err=True)
-    if params["wait_"] and step_id:
-        _follow(state, cluster_id, step_id, timeout, poll, params["tail_lines"])
+    started = clusters.up(
+        state.aws(), settings, run, target, out_dir=params["out_dir"], progress=_upload_progress(sys.stderr)
+    )
+    for uri in started.uploaded:
+        click.echo(f"uploaded {uri}", err=True)
+    click.echo(started.cluster_id)
+    click.echo(started.step_id)
+    click.echo(
+        f"started transient cluster {started.cluster_id} (step {started.step_id}); it terminates after the step",
+        err=True,
+    )
+    if params["wait_"] and started.step_id:
+        _follow(state, started.cluster_id, started.step_id, timeout, poll, params["tail_lines"])
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -13,9 +13,14 @@ from typing import Any
 
 from blueprint import artifacts, emr_spec
 from blueprint.artifacts import Artifact
+from blueprint.package import build_package
+from blueprint.run_spec import RunSpec
 from blueprint.settings import Settings, SettingsError, load_settings
+from launcher import deploy as deploying
+from launcher import preflight
+from launcher import submit as submitting
 from launcher.aws import Aws
-from launcher.deploy import find_requirements_key, find_script_key
+from launcher.deploy import ProgressFactory, find_requirements_key, find_script_key
 from launcher.errors import ConfigError
 
 
@@ -76,3 +81,85 @@ def transient_request(
 def start(aws: Aws, request: dict[str, Any]) -> str:
     """Start the cluster; returns its id (j-...)."""
     return str(aws.call("emr", "run_job_flow", **request)["JobFlowId"])
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a transient cluster runs and with what identity: the stack's (with --stack), else given."""
+
+    bucket: str
+    prefix: str
+    log_uri: str
+    roles: Roles
+    subnet_ids: tuple[str, ...] = ()
+    security_groups: emr_spec.SecurityGroups | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    cluster_id: str
+    step_id: str
+    uploaded: tuple[str, ...]
+
+
+def up(
+    aws: Aws,
+    settings: Settings,
+    run: RunSpec,
+    target: Target,
+    *,
+    out_dir: Path,
+    progress: ProgressFactory | None = None,
+) -> Started:
+    """Check everything EMR would only reject minutes later, ship the code, start the cluster with one step.
+
+    Order: the run's own arguments and locations, the VPC's managed-policy tag and the roles' key grants
+    (launcher.preflight), then uploads (job package, bootstrap files, the nodes' wheelhouse), then
+    ``run_job_flow`` with the shared cluster definition and ``KeepJobFlowAliveWhenNoSteps=False``.
+    """
+    args = submitting.step_args(run)
+    input_uri = submitting.parse_s3_uri(run.input, option="--input")
+    submitting.check_input(aws, input_uri)
+    submitting.check_output(aws, submitting.parse_s3_uri(run.output, option="--output"))
+    preflight.check_vpc_tagged(aws, target.subnet_ids)
+    preflight.check_key_grants(
+        aws,
+        service_role=target.roles.service_role,
+        instance_profile=target.roles.instance_profile,
+        security_configuration=target.roles.security_configuration,
+    )
+    built = build_package(out_dir)
+    package_items = deploying.package_artifacts(built, target.prefix)
+    bootstrap_items = deploying.bootstrap_artifacts(target.prefix)
+    wheel_items = (
+        deploying.wheelhouse_artifacts(settings.bootstrap_profile, out_dir, target.prefix)
+        if settings.offline_bootstrap
+        else []
+    )
+    deployed = deploying.deploy(aws, target.bucket, [*package_items, *bootstrap_items, *wheel_items], progress=progress)
+    step = submitting.spark_step(
+        name=f"featurizer {built.digest} {input_uri}",
+        zip_uri=artifacts.s3_uri(target.bucket, package_items[0].key),
+        entry_uri=artifacts.s3_uri(target.bucket, package_items[1].key),
+        args=args,
+    )
+    request = transient_request(
+        settings,
+        bucket=target.bucket,
+        bootstrap=bootstrap_items,
+        step=step,
+        log_uri=target.log_uri,
+        roles=target.roles,
+        subnet_ids=target.subnet_ids,
+        wheelhouse_uri=deploying.wheelhouse_uri(target.bucket, wheel_items) if wheel_items else None,
+        security_groups=target.security_groups,
+        name=target.name,
+    )
+    cluster_id = start(aws, request)
+    steps = aws.call("emr", "list_steps", ClusterId=cluster_id).get("Steps", [])
+    return Started(
+        cluster_id=cluster_id,
+        step_id=steps[0]["Id"] if steps else "",
+        uploaded=tuple(item.uri for item in deployed if item.uploaded),
+    )
