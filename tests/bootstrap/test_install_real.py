@@ -24,10 +24,11 @@ import pytest
 
 from blueprint import wheelhouse
 from tests.bootstrap.conftest import REPO, SCRIPT
+from tests.offline import no_index_env
 
 AWS_CLI = Path(sys.executable).with_name("aws")
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
-CLOSED = "http://127.0.0.1:1"
+
 PREFIX_ONNX = "artifacts/wheelhouse/onnx"
 
 pytestmark = [
@@ -80,14 +81,7 @@ def node_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
         **keep,
         "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),  # no ~/.config/pip, ~/.aws or pip cache of this machine
-        "PIP_INDEX_URL": f"{CLOSED}/simple",  # PIP_NO_INDEX is deliberately not set: the script must pass --no-index
-        "PIP_CONFIG_FILE": os.devnull,
-        "https_proxy": CLOSED,
-        "HTTPS_PROXY": CLOSED,
-        "http_proxy": CLOSED,
-        "HTTP_PROXY": CLOSED,
-        "no_proxy": "127.0.0.1",
-        "NO_PROXY": "127.0.0.1",
+        **no_index_env(),
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

@@ -45,6 +45,8 @@ from xml.sax.saxutils import escape
 
 import pyspark
 
+from tests.offline import no_index_env
+
 VENV_BIN = Path(sys.executable).parent
 AWS_CLI = VENV_BIN / "aws"
 MOTO_SERVER = VENV_BIN / "moto_server"
@@ -57,7 +59,7 @@ MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
 REGION = "us-east-1"
-CLOSED = "http://127.0.0.1:1"  # nothing listens on port 1: every package index and proxy points here
+
 # A scheme-less path resolves against fs.defaultFS, HDFS on EMR. Nothing listens on port 9 (discard).
 UNREACHABLE_DEFAULT_FS = "hdfs://127.0.0.1:9"
 
@@ -196,14 +198,7 @@ def node_env(root: Path, endpoint: str) -> dict[str, str]:
     return {
         **aws_env(endpoint, home),
         "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
-        "PIP_INDEX_URL": f"{CLOSED}/simple",
-        "PIP_CONFIG_FILE": os.devnull,
-        "https_proxy": CLOSED,
-        "HTTPS_PROXY": CLOSED,
-        "http_proxy": CLOSED,
-        "HTTP_PROXY": CLOSED,
-        "no_proxy": "127.0.0.1",
-        "NO_PROXY": "127.0.0.1",
+        **no_index_env(),
     }
 
 
