@@ -155,6 +155,10 @@ def library_versions() -> dict[str, str]:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
             continue
+    if "pyspark" not in versions:  # on a cluster pyspark comes from Spark's pyspark.zip, with no package metadata
+        import pyspark
+
+        versions["pyspark"] = pyspark.__version__
     return versions
 
 
