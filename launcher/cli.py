@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
@@ -22,6 +21,7 @@ from blueprint import artifacts
 from blueprint.errors import SpecError
 from job.config import OPTIONS as JOB_OPTIONS  # the job's option table: argparse only, no Spark or TensorFlow
 from launcher import errors
+from launcher.terminal import StatusLine, size_text, upload_progress
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -278,8 +278,8 @@ def deploy(
         settings = clusters.settings_from(dict(_key_value(item) for item in context))
         if settings.offline_bootstrap if wheelhouse is None else wheelhouse:
             items += deploying.wheelhouse_artifacts(bootstrap_profile or settings.bootstrap_profile, out_dir, prefix)
-    for result in deploying.deploy(state.aws(), bucket, items, progress=_upload_progress(sys.stderr)):
-        click.echo(f"{'uploaded ' if result.uploaded else 'unchanged'} {result.uri} ({_size(result.size)})")
+    for result in deploying.deploy(state.aws(), bucket, items, progress=upload_progress(sys.stderr)):
+        click.echo(f"{'uploaded ' if result.uploaded else 'unchanged'} {result.uri} ({size_text(result.size)})")
 
 
 # The run spec's options on a cluster, with where their default comes from when the user leaves them open.
@@ -381,7 +381,7 @@ def submit(state: State, **params: Any) -> None:
         package_items=deploying.package_artifacts(built, prefix),
         digest=built.digest,
         run=run,
-        progress=_upload_progress(sys.stderr),
+        progress=upload_progress(sys.stderr),
     )
     for item in result.deployed:
         click.echo(f"uploaded {item.uri}", err=True)
@@ -571,7 +571,7 @@ def cluster_up(state: State, **params: Any) -> None:
         name=params["name"],
     )
     started = clusters.up(
-        state.aws(), settings, run, target, out_dir=params["out_dir"], progress=_upload_progress(sys.stderr)
+        state.aws(), settings, run, target, out_dir=params["out_dir"], progress=upload_progress(sys.stderr)
     )
     for uri in started.uploaded:
         click.echo(f"uploaded {uri}", err=True)
@@ -626,7 +626,7 @@ def _follow(
     from launcher import wait as waiting
 
     aws = state.aws()
-    line = _StatusLine(sys.stderr, step_id)
+    line = StatusLine(sys.stderr, step_id)
     try:
         outcome = waiting.wait_for_step(
             aws,
@@ -685,62 +685,3 @@ def _log_wait_seconds(text: str) -> float:
         return parse_duration(text)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--log-wait") from None
-
-
-class _StatusLine:
-    """One live line on a terminal (rewritten in place); on a pipe, a line per state change."""
-
-    def __init__(self, stream: TextIO, step_id: str) -> None:
-        self._stream, self._step, self._last = stream, step_id, ""
-        self._tty = stream.isatty()
-
-    def update(self, status: Any, elapsed: float) -> None:
-        from launcher.wait import format_duration
-
-        text = f"{self._step} {status.state:<10} {format_duration(elapsed):>9}"
-        if self._tty:
-            self._stream.write(f"\r{text}\x1b[K")
-            self._stream.flush()
-        elif status.state != self._last:
-            self._stream.write(text + "\n")
-        self._last = status.state
-
-    def note(self, message: str) -> None:
-        self._stream.write(("\n" if self._tty else "") + message + "\n")
-
-    def close(self) -> None:
-        if self._tty and self._last:
-            self._stream.write("\n")
-
-
-def _upload_progress(stream: TextIO) -> Callable[[str, int], Callable[[int], None]]:
-    """Progress for large uploads: a live percentage on a terminal, quarter steps on a pipe."""
-
-    def start(name: str, total: int) -> Callable[[int], None]:
-        lock, sent, shown = threading.Lock(), [0], [-1]
-        tty = stream.isatty()
-
-        def on_bytes(count: int) -> None:
-            with lock:  # s3transfer reports from its worker threads
-                sent[0] += count
-                percent = 100 * sent[0] // max(total, 1)
-                step = percent if tty else percent // 25 * 25
-                if step == shown[0]:
-                    return
-                shown[0] = step
-                text = f"uploading {name} {_size(sent[0])}/{_size(total)} {percent}%"
-                stream.write(f"\r{text}\x1b[K" + ("\n" if percent >= 100 else "") if tty else text + "\n")
-                stream.flush()
-
-        return on_bytes
-
-    return start
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"

@@ -11,7 +11,8 @@ import botocore.client
 import pytest
 from botocore.exceptions import ClientError
 
-from launcher.cli import State, _StatusLine
+from launcher.cli import State
+from launcher.terminal import StatusLine
 from launcher.wait import StepStatus, format_duration, parse_duration
 
 from .conftest import LOGS_BUCKET, STACK, FakeClock, Faults, Project, error_line, invoke, make_cluster
@@ -247,7 +248,7 @@ class _Terminal(io.StringIO):
 
 def test_status_line_rewrites_itself_on_a_terminal() -> None:
     stream = _Terminal()
-    line = _StatusLine(stream, "s-1")
+    line = StatusLine(stream, "s-1")
     for state, elapsed in (("PENDING", 0.0), ("RUNNING", 15.0), ("RUNNING", 30.0)):
         line.update(StepStatus(state), elapsed)
     line.close()
