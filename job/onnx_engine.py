@@ -7,11 +7,26 @@ broadcast) and only import onnxruntime, so a node running this engine needs no T
 (the bootstrap's lighter "onnx" profile).
 This module imports neither TensorFlow nor Keras at import time: only the driver-side
 converter does, lazily.
+
+The conversion (~7 s, and ~1.5 GB of TensorFlow in the driver) is cached on the driver's disk:
+`$FEATURIZER_CACHE_DIR/onnx/<key>.onnx` (default `~/.cache/featurizer/onnx/`), where the key
+digests the weights, the opset, the converter's and TensorFlow's versions and the source of the
+code that builds the traced graph. A hit reads the file and checks it with onnxruntime only: the
+driver never imports TensorFlow then.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
+import os
+import tempfile
+import time
 from collections.abc import Callable
+from contextlib import suppress
+from importlib import metadata as importlib_metadata
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +55,113 @@ def keras_weights_to_onnx(weights_bytes: bytes, suffix: str) -> bytes:
     infer = inference_function(load_model(weights_bytes, suffix))
     proto, _ = tf2onnx.convert.from_function(infer, input_signature=infer.input_signature, opset=OPSET)
     return proto.SerializeToString()
+
+
+CACHE_ENV = "FEATURIZER_CACHE_DIR"
+# Bump when the conversion changes in a way the key below does not see.
+CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: $FEATURIZER_CACHE_DIR/onnx, else ~/.cache/featurizer/onnx."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "featurizer")
+    return Path(root) / "onnx"
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib_metadata.version(name)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def conversion_key(weights_sha256: str, suffix: str) -> tuple[str, dict]:
+    """The cache key of a conversion and what it covers; computed without importing TensorFlow.
+
+    Covers the weights (their sha256 and file type), the opset, the versions of tf2onnx, onnx,
+    TensorFlow and Keras, and the source of the functions that build the converted graph, so a
+    code change in the graph never reuses a stale model.
+    """
+    from job import decode, model
+
+    graph = [model.build_model, model.load_model, model.inference_function, decode.preprocess_input]
+    graph.append(keras_weights_to_onnx)
+    source = hashlib.sha256("\n".join(inspect.getsource(fn) for fn in graph).encode()).hexdigest()
+    covers = {
+        "format": CACHE_FORMAT,
+        "weights_sha256": weights_sha256,
+        "weights_suffix": suffix,
+        "opset": OPSET,
+        "tf2onnx": _version("tf2onnx"),
+        "onnx": _version("onnx"),
+        "tensorflow": _version("tensorflow-cpu") or _version("tensorflow"),
+        "keras": _version("keras"),
+        "graph_source_sha256": source,
+    }
+    key = hashlib.sha256(json.dumps(covers, sort_keys=True).encode()).hexdigest()[:32]
+    return key, covers
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: readers see all of it or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def cached_keras_weights_to_onnx(
+    weights_bytes: bytes,
+    suffix: str,
+    weights_sha256: str,
+    before_conversion: Callable[[], object] | None = None,
+) -> tuple[bytes, dict]:
+    """Driver side: `keras_weights_to_onnx`, through the local cache. Returns (ONNX bytes, record).
+
+    `before_conversion` runs on a miss only, before TensorFlow is imported (job.quiet's import).
+
+    The record goes into metadata.json (weights.onnx): from_cache, cache_key, cache_file,
+    conversion_s (None on a hit), cache_error (why the cache could not be read or written, if so).
+    A cached file that onnxruntime cannot load as this job's model is converted again and replaced.
+    A cache that cannot be written (read-only home, full disk) does not fail the run.
+    """
+    key, covers = conversion_key(weights_sha256, suffix)
+    path = cache_dir() / f"{key}.onnx"
+    record: dict = {"from_cache": False, "cache_key": key, "cache_file": str(path), "conversion_s": None}
+    record["cache_error"] = None
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = None
+    except OSError as exc:
+        data, record["cache_error"] = None, f"could not read the cache: {exc}"
+    if data is not None:
+        try:
+            validate(data)
+        except IncompatibleModel as exc:
+            record["cache_error"] = f"cached model ignored: {exc}"
+        else:
+            record["from_cache"] = True
+            return data, record
+    start = time.perf_counter()
+    if before_conversion is not None:
+        before_conversion()
+    data = keras_weights_to_onnx(weights_bytes, suffix)
+    record["conversion_s"] = round(time.perf_counter() - start, 3)
+    try:
+        _write_atomically(path, data)
+        _write_atomically(path.with_suffix(".json"), json.dumps(covers, indent=2, sort_keys=True).encode())
+    except OSError as exc:
+        record["cache_error"] = f"could not write the cache: {exc}"
+    return data, record
 
 
 def validate(onnx_bytes: bytes) -> None:

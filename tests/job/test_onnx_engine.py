@@ -30,6 +30,15 @@ def assert_close_to_tf(ours: np.ndarray, tf_features: np.ndarray) -> None:
     assert float(np.abs(ours - tf_features).max() / np.abs(tf_features).max()) < 1e-4
 
 
+@pytest.fixture(autouse=True)
+def own_model_cache(tmp_path: Path, monkeypatch) -> Path:
+    """Each test converts into its own cache folder: a run here never reads or fills ~/.cache."""
+    from job.onnx_engine import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "model-cache"))
+    return tmp_path / "model-cache"
+
+
 @pytest.fixture(scope="module")
 def onnx_bytes(weights_file: Path) -> bytes:
     from job.onnx_engine import keras_weights_to_onnx
@@ -202,3 +211,136 @@ def test_exported_model_takes_uint8_pixels(onnx_bytes: bytes) -> None:
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     check_model(session)
     assert session.get_inputs()[0].name == "images" and session.get_inputs()[0].type == "tensor(uint8)"
+
+
+# ---- the converted model's cache ------------------------------------------------------------------
+
+
+def test_cache_key_covers_weights_opset_and_converter(monkeypatch) -> None:
+    from job import onnx_engine
+
+    key, covers = onnx_engine.conversion_key("a" * 64, ".weights.h5")
+    assert covers["weights_sha256"] == "a" * 64 and covers["opset"] == onnx_engine.OPSET
+    assert covers["tf2onnx"] and covers["tensorflow"] and covers["graph_source_sha256"]
+    assert onnx_engine.conversion_key("b" * 64, ".weights.h5")[0] != key
+    assert onnx_engine.conversion_key("a" * 64, ".h5")[0] != key
+    monkeypatch.setattr(onnx_engine, "OPSET", onnx_engine.OPSET + 1)
+    assert onnx_engine.conversion_key("a" * 64, ".weights.h5")[0] != key
+    monkeypatch.undo()
+    real_version = onnx_engine._version
+    monkeypatch.setattr(onnx_engine, "_version", lambda name: "0.0" if name == "tf2onnx" else real_version(name))
+    assert onnx_engine.conversion_key("a" * 64, ".weights.h5")[0] != key
+
+
+def test_cache_miss_converts_and_writes_atomically_then_hits(tmp_path: Path, monkeypatch) -> None:
+    """The converter is replaced by a stub returning a valid model, so this test needs no TensorFlow."""
+    from job import onnx_engine
+    from tests.job.fakes import noisy_model_onnx
+
+    model = noisy_model_onnx()
+    calls: list[str] = []
+    monkeypatch.setenv(onnx_engine.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_engine, "keras_weights_to_onnx", lambda data, suffix: calls.append(suffix) or model)
+    prepared: list[int] = []
+
+    first, record = onnx_engine.cached_keras_weights_to_onnx(b"w", ".weights.h5", "d" * 64, lambda: prepared.append(1))
+    assert first == model and calls == [".weights.h5"] and prepared == [1]
+    assert record["from_cache"] is False and record["conversion_s"] is not None and record["cache_error"] is None
+    cached = Path(record["cache_file"])
+    assert cached.parent == tmp_path / "cache" / "onnx" and cached.name == f"{record['cache_key']}.onnx"
+    assert cached.read_bytes() == model
+    assert json.loads(cached.with_suffix(".json").read_text())["weights_sha256"] == "d" * 64
+    assert sorted(p.name for p in cached.parent.iterdir()) == sorted([cached.name, cached.with_suffix(".json").name])
+
+    second, record2 = onnx_engine.cached_keras_weights_to_onnx(
+        b"w", ".weights.h5", "d" * 64, lambda: prepared.append(1)
+    )
+    assert second == model and calls == [".weights.h5"] and prepared == [1]  # neither converted nor prepared
+    assert record2["from_cache"] is True and record2["conversion_s"] is None
+    assert record2["cache_key"] == record["cache_key"]
+
+
+def test_default_cache_folder_is_under_home(monkeypatch, tmp_path: Path) -> None:
+    from job import onnx_engine
+
+    monkeypatch.delenv(onnx_engine.CACHE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert onnx_engine.cache_dir() == tmp_path / ".cache" / "featurizer" / "onnx"
+
+
+def test_a_bad_cached_file_is_converted_again_and_an_unwritable_cache_does_not_fail(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from job import onnx_engine
+    from tests.job.fakes import noisy_model_onnx
+
+    model = noisy_model_onnx()
+    monkeypatch.setenv(onnx_engine.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_engine, "keras_weights_to_onnx", lambda data, suffix: model)
+    key, _ = onnx_engine.conversion_key("e" * 64, ".h5")
+    cached = tmp_path / "cache" / "onnx" / f"{key}.onnx"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"truncated")
+    data, record = onnx_engine.cached_keras_weights_to_onnx(b"w", ".h5", "e" * 64)
+    assert data == model and record["from_cache"] is False and "cached model ignored" in record["cache_error"]
+    assert cached.read_bytes() == model  # replaced
+
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    monkeypatch.setenv(onnx_engine.CACHE_ENV, str(blocked))
+    data, record = onnx_engine.cached_keras_weights_to_onnx(b"w", ".h5", "e" * 64)
+    assert data == model and record["from_cache"] is False and "could not write the cache" in record["cache_error"]
+
+
+NO_TENSORFLOW_RUN = """
+import json, sys
+for name in @HEAVY@:
+    sys.modules[name] = None  # any import of these now raises ImportError
+from job.config import JobConfig
+from job.pipeline import run
+from job.session import start_spark
+cfg = JobConfig(input=sys.argv[1], output=sys.argv[2], weights=sys.argv[3], engine="onnx", k=3, master="local[2]")
+spark = start_spark(cfg)
+try:
+    metadata = run(spark, cfg)
+finally:
+    spark.stop()
+print("METADATA " + json.dumps(metadata))
+""".replace("@HEAVY@", repr(HEAVY))
+
+
+def test_second_onnx_run_uses_the_cache_and_never_imports_tensorflow(
+    spark, small_input: Path, weights_file: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Run 1 converts (miss) and fills the cache; run 2, in a fresh driver whose `tensorflow`, `keras`
+    and `tf2onnx` imports are poisoned, hits it and writes the same features."""
+    from job import onnx_engine
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(onnx_engine.CACHE_ENV, str(cache))
+    first = tmp_path / "first"
+    metadata = run(
+        spark, JobConfig(input=str(small_input), output=str(first), weights=str(weights_file), engine="onnx", k=3)
+    )
+    record = metadata["weights"]["onnx_model"]
+    assert record["from_cache"] is False and record["conversion_s"] > 0
+    assert Path(record["cache_file"]).is_file() and Path(record["cache_file"]).parent == cache / "onnx"
+
+    second = tmp_path / "second"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", onnx_engine.CACHE_ENV: str(cache)}
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TENSORFLOW_RUN, str(small_input), str(second), str(weights_file)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hit = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("METADATA "))[9:])
+    assert hit["weights"]["onnx_model"]["from_cache"] is True
+    assert hit["weights"]["onnx_model"]["cache_key"] == record["cache_key"]
+    assert hit["weights"]["onnx_model"]["conversion_s"] is None
+    assert hit["counts"]["model_processed"] == 40
+    tables = [pq.read_table(out / "features").to_pandas().sort_values("path") for out in (first, second)]
+    np.testing.assert_array_equal(np.stack(tables[0]["features"]), np.stack(tables[1]["features"]))
