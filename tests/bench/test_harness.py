@@ -78,6 +78,8 @@ def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
     assert (layout["concurrent_tasks"], layout["threads_per_task"]) in shapes
     assert all(r["images_per_s"] > 0 for r in on_disk["raw"]["onnx"])
     assert set(on_disk["ratios"]["onnx"]) == {
+        "end_to_end_vs_raw",
+        "end_to_end_vs_raw_4n",
         "featurize_vs_raw",
         "featurize_vs_raw_cold",
         "featurize_vs_raw_cold_4n",
@@ -89,6 +91,26 @@ def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
     report = (tmp_path / "RESULTS.md").read_text()
     assert "## Raw model throughput" in report and "## Job runs" in report and "## Targets" in report
     assert "## Steady state against raw, paired" in report
-    assert report.count("| onnx | ") == 3 + 2 + 2  # rows: raw table, job runs, pairs
+    assert report.count("| onnx | ") == 3 + 2 + 2 + 2  # rows: raw table, job runs, whole run, pairs
     assert "model processed == image count in every job run: yes" in report
     assert "seed notebook" not in report  # skipped with --seed-n 0
+    # The whole run: each stage's share of the end-to-end time, the raw engine's time, and a chart.
+    assert "## The whole run: where the end-to-end time goes" in report
+    assert "- onnx: end to end / raw at N=12" in report
+    for job in on_disk["jobs"]:
+        shares = job["stage_shares"]
+        assert set(shares) >= {"list", "weights", "featurize", "account", "pca_fit", "write", "outside stages"}
+        assert sum(shares.values()) == pytest.approx(1.0)
+        assert shares["featurize"] == pytest.approx(job["timings_s"]["featurize"] / job["wall_s"])
+        # The bench's own conversion filled the job's model cache (in its work folder): every run hits it.
+        assert job["onnx_model"]["from_cache"] is True and job["onnx_model"]["conversion_s"] is None
+    assert on_disk["onnx_conversion"]["from_cache"] is False and on_disk["onnx_conversion"]["conversion_s"] > 0
+    assert not Path(on_disk["onnx_conversion"]["cache_file"]).exists()  # the work folder is gone
+    ratio = on_disk["ratios"]["onnx"]["end_to_end_vs_raw_4n"]
+    raw = max(r["images_per_s"] for r in on_disk["raw"]["onnx"])
+    raw = max([raw] + [v for p in pairs for v in (p["raw_before"], p["raw_after"])])
+    assert ratio == pytest.approx(12 / raw / on_disk["jobs"][1]["wall_s"])
+    assert (tmp_path / "stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "FEATURIZER_CACHE_DIR" not in os.environ or os.environ["FEATURIZER_CACHE_DIR"] != str(
+        Path(on_disk["onnx_conversion"]["cache_file"]).parents[1]
+    )
