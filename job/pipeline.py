@@ -229,7 +229,9 @@ def name_failed_partition(images: DataFrame, exc: BaseException) -> JobFailed | 
     except Exception:  # the line still names the partition
         paths, n = [], 0
     times = f"failed {failed.attempts} times" if failed.attempts else "failed on every executor allowed to run it"
-    reason = f" ({failed.reason})" if failed.reason else ""
+    described = errors.describe_java(errors.java_causes(exc))  # a Python worker's own error says the most
+    cause = described[0] if described and described[0].startswith("a Python worker failed") else failed.reason
+    reason = f" ({cause})" if cause else ""
     files = f"; its {n} image{'s' if n != 1 else ''}: {', '.join(paths)}{', ...' if n > len(paths) else ''}"
     return JobFailed(f"featurize: the task of input partition {failed.partition} {times}{reason}{files if n else ''}")
 

@@ -87,7 +87,8 @@ def broken_onnx_model(folder: Path) -> Path:
     return path
 
 
-STAGE = re.compile(r"(list|weights|featurize|account|pca_fit|write) .*· [\dmh.]+s$")
+# A finished stage's line, or a progress line of the featurize stage (on a pipe, one every 30 s or 10 %).
+STAGE = re.compile(r"(list|weights|featurize|account|pca_fit|write) .*· [\dmh.]+s$|featurize [\d,]+/[\d,]+ images · ")
 
 
 def one_line(done: subprocess.CompletedProcess[str], after_stages: bool = False) -> str:
@@ -110,7 +111,8 @@ def one_line(done: subprocess.CompletedProcess[str], after_stages: bool = False)
         ("hdfs refused", 2, "featurizer: error: --input hdfs://127.0.0.1:9/images: connection refused to "),
         ("no input", 2, "featurizer: error: input not found: "),
         ("unusable images", 1, "featurizer: run failed: only 0 of 2 images could be featurized"),
-        ("worker fails", 1, "featurizer: run failed: a Python worker failed: "),
+        ("worker fails", 1, "featurizer: run failed: featurize: the task of input partition 0 failed 1 times (a Python "
+                            "worker failed: "),
     ],
 )  # fmt: skip
 def test_each_failure_is_one_line_with_its_exit_code(tmp_path: Path, case: str, code: int, expected: str) -> None:
