@@ -118,9 +118,13 @@ class FailedPartition:
     reason: str
 
 
+# Spark's two ways of giving up on a task (TaskSetManager): too many failed attempts, or no executor
+# left that excludeOnFailure allows it on. Both messages span several lines.
 _ABORTED = re.compile(r"Task (\d+) in stage [\d.]+ failed (\d+) times", re.IGNORECASE)
-_EXCLUDED = re.compile(r"task (\d+) \(partition (\d+)\) cannot run anywhere", re.IGNORECASE)
-_LAST = re.compile(r"failure:\s*Lost task [\d.]+ in stage [\d.]+ \(TID \d+\) \([^)]*\):\s*([^\n]+)", re.IGNORECASE)
+_EXCLUDED = re.compile(r"task (\d+)\s+\(partition (\d+)\)\s+cannot run anywhere", re.IGNORECASE)
+_LAST = re.compile(
+    r"most recent failure:\s*(?:Lost task [\d.]+ in stage [\d.]+ \(TID \d+\) \([^)]*\):\s*)?([^\n]+)", re.IGNORECASE
+)
 
 
 def failed_partition(exc: BaseException) -> FailedPartition | None:

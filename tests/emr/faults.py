@@ -61,6 +61,7 @@ def _wrap(original):
             "stage": context.stageId() if context else -1,
             "pid": os.getpid(),
             "ppid": os.getppid(),
+            "host": os.environ.get("SPARK_LOCAL_IP", ""),
             "paths": paths,
             "time": time.time(),
         }
@@ -186,6 +187,7 @@ class Batch:
     pid: int
     ppid: int
     paths: tuple[str, ...]
+    host: str  # the worker's address (the executor's SPARK_LOCAL_IP)
 
 
 def batches(folder: Path, kind: str | None = None) -> list[Batch]:
@@ -195,7 +197,15 @@ def batches(folder: Path, kind: str | None = None) -> list[Batch]:
         marker = path.name.split("-", 1)[0]
         if kind is None or marker == kind:
             found.append(
-                Batch(marker, record["partition"], record["attempt"], record["pid"], record["ppid"], tuple(record["paths"]))
+                Batch(
+                    marker,
+                    record["partition"],
+                    record["attempt"],
+                    record["pid"],
+                    record["ppid"],
+                    tuple(record["paths"]),
+                    record.get("host", ""),
+                )
             )
     return found
 

@@ -13,8 +13,9 @@ while it kills something, so the kill always lands on a task that is running (ne
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +250,218 @@ def test_a_killed_executor_loses_and_duplicates_nothing(emulation: Emulation, in
     # The held task that died with the executor ran again (another attempt, another process).
     retried = {b.partition for b in faults.batches(markers, "done") if b.attempt >= 1}
     assert held[0].partition in retried, (held[0], faults.batches(markers, "done"))
+
+
+# --- 2. a Python worker is killed (the OOM killer); a poison input kills it on every attempt ---------------
+
+
+def test_a_killed_python_worker_loses_and_duplicates_nothing(
+    emulation: Emulation, injected: Faults, clean: dict
+) -> None:
+    markers = injected.markers("python-worker")
+    (markers / "hold").touch()
+    args = injected.step_args(
+        "python-worker",
+        results_uri("python-worker"),
+        markers=markers,
+        env={"FEATURIZER_FAULTS_HOLD_FROM": str(HOLD_FROM)},
+    )
+    running = faults.start_step(emulation, "faults_python_worker", args)
+    try:
+        held = hold_and_wait(markers, running)
+        victim = held[0]
+        jvm = executor_of(victim)
+        assert faults.kill([victim.pid]) == [victim.pid]
+        faults.wait_for(lambda: not faults.alive(victim.pid), "Python worker gone", 30)
+        time.sleep(1)
+        assert faults.alive(jvm), "the executor itself should survive its Python worker"
+    finally:
+        (markers / "hold").unlink()
+    result = running.finish()
+    assert result.returncode == 0, emu.tail(result.stdout + result.stderr)
+    check_complete(result)
+    check_equals_clean(result, clean)
+    check_survived(result, r"(?i)python worker exited unexpectedly|crashed")
+    retried = {b.partition for b in faults.batches(markers, "done") if b.attempt >= 1}
+    assert victim.partition in retried
+
+
+def test_a_poison_input_fails_the_run_in_one_line_naming_it(
+    emulation: Emulation, injected: Faults, clean: dict
+) -> None:
+    """An input that kills its Python worker on every attempt: exit 1 after Spark's attempts, one line naming
+    the partition and the file, the previous output as it was."""
+    source = emulation.mirror / BUCKET / "raw" / "fruits"
+    poisoned = emulation.mirror / BUCKET / "raw-poison" / "fruits"
+    images = sorted(source.rglob("*.jpg"))
+    for image in images:
+        target = poisoned / image.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(image)
+    victim = poisoned / images[7].relative_to(source)
+    poison = victim.with_name("poison-" + victim.name)
+    victim.rename(poison)
+    output = clean["output"]
+    before = tree_digest(output)
+    markers = injected.markers("poison")
+    args = injected.step_args(
+        "poison",
+        results_uri("clean"),
+        input_uri=f"s3://{BUCKET}/raw-poison/fruits/",
+        markers=markers,
+        env={"FEATURIZER_FAULTS_POISON": "/poison-"},
+    )
+    result = emulation.run_step("faults_poison", args)
+    assert result.returncode == 1, emu.tail(result.stdout + result.stderr)
+    line = one_line_error(result)
+    crashed = [b for b in faults.batches(markers, "start") if any("/poison-" in p for p in b.paths)]
+    attempts = {b.attempt for b in crashed}
+    assert len(attempts) >= 2, crashed  # Spark tried it again before giving up
+    [partition] = {b.partition for b in crashed}
+    assert f"input partition {partition} " in line, line
+    assert f"file:{poison}" in line, line
+    assert tree_digest(output) == before, "the previous output changed"
+    left = sorted(p.name for p in output.parent.iterdir() if p.name.startswith(output.name + "."))
+    assert not left, left
+
+
+# --- 4 and 5. two runs to one OUTPUT at once; the winner's driver dies; the next run cleans up ------------------
+
+
+def test_a_second_run_to_a_busy_output_fails_and_a_dead_runs_staging_is_cleaned_up(
+    emulation: Emulation, injected: Faults, clean: dict
+) -> None:
+    """Run A holds the output lock while its tasks are held; B, to the same OUTPUT, fails in one line and
+    touches nothing of A's. Then A's driver is SIGKILLed: the previous output stays complete, A's staging
+    and lock stay behind. C, a re-run, takes over the dead run's lock, removes its staging and commits."""
+    output = clean["output"]
+    uri = results_uri("clean")
+    before = tree_digest(output)
+    markers = injected.markers("driver")
+    (markers / "hold").touch()
+    args = injected.step_args("driver", uri, markers=markers, env={"FEATURIZER_FAULTS_HOLD_FROM": str(HOLD_FROM)})
+    a = faults.start_step(emulation, "faults_driver_a", args)
+    try:
+        hold_and_wait(markers, a)
+        [staging_a] = [p for p in output.parent.iterdir() if p.name.startswith(output.name + ".incomplete-")]
+        lock = output.parent / (output.name + ".lock")
+        holder = json.loads(lock.read_text())
+        assert staging_a.name.endswith(holder["run_id"]), (staging_a, holder)
+        staged_a = tree_digest(staging_a)
+
+        # B: the same OUTPUT while A lives (B's scheduler need not wait for cores A holds: it stops first).
+        b = emulation.run_step(
+            "faults_driver_b",
+            injected.step_args("driver-b", uri, conf={"spark.scheduler.maxRegisteredResourcesWaitingTime": "1s"}),
+        )
+        assert b.returncode == 1, emu.tail(b.stdout + b.stderr)
+        line = one_line_error(b)
+        assert "is being written by another run" in line and holder["run_id"] in line, line
+        assert tree_digest(staging_a) == staged_a, "B touched A's staging"
+        assert json.loads(lock.read_text())["run_id"] == holder["run_id"]
+        assert tree_digest(output) == before
+
+        # A's driver dies (spark-submit's JVM and the Python driver).
+        a.kill_driver()
+    finally:
+        (markers / "hold").unlink()
+    dead = a.finish(timeout=60)
+    assert dead.returncode != 0
+    assert tree_digest(output) == before, "the previous output changed"
+    assert staging_a.is_dir() and lock.is_file()  # what a dead driver leaves
+
+    c = emulation.run_step("faults_driver_c", injected.step_args("driver-c", uri))
+    assert c.returncode == 0, emu.tail(c.stdout + c.stderr)
+    warnings = c.stdout + c.stderr
+    assert f"took over the output lock of run {holder['run_id']}" in warnings, emu.tail(warnings)
+    assert f"removed {staging_a.as_uri().replace('file:///', 'file:/')}" in warnings, emu.tail(warnings)
+    check_complete(c)  # nothing left beside OUTPUT: no staging, no lock
+    check_equals_clean(c, clean)
+    assert c.metadata["run_id"] != holder["run_id"]
+
+
+# --- 6. storage errors during the write ----------------------------------------------------------------
+
+
+def flaky_fs(injected: Faults, name: str, pattern: str, times: int) -> tuple[dict[str, str], list[str], Path]:
+    tokens = injected.root / "flaky" / name
+    tokens.mkdir(parents=True)
+    conf = {
+        "spark.hadoop.fs.file.impl": faults.FLAKY_FS_CLASS,
+        "spark.hadoop.featurizer.faults.fail.pattern": pattern,
+        "spark.hadoop.featurizer.faults.fail.dir": str(tokens),
+        "spark.hadoop.featurizer.faults.fail.times": str(times),
+        "spark.executor.extraClassPath": str(injected.jar),
+    }
+    return conf, ["--driver-class-path", str(injected.jar)], tokens
+
+
+def test_a_transient_storage_error_in_a_write_task_is_retried(
+    emulation: Emulation, injected: Faults, clean: dict
+) -> None:
+    conf, spark_args, tokens = flaky_fs(injected, "transient", r".*/features/_temporary/.*part-.*", 1)
+    args = injected.step_args("storage", results_uri("storage"), conf=conf, spark_args=spark_args)
+    result = emulation.run_step("faults_storage", args)
+    assert result.returncode == 0, emu.tail(result.stdout + result.stderr)
+    assert [p.name for p in tokens.iterdir()] == ["failure-0"]  # the fault did happen, once
+    check_complete(result)
+    check_equals_clean(result, clean)
+    check_survived(result, r"injected storage fault")
+
+
+def test_a_persistent_storage_error_fails_cleanly(emulation: Emulation, injected: Faults, clean: dict) -> None:
+    """The driver cannot write metadata.json (every attempt): exit 1, one line, the previous output intact,
+    no staging or lock left."""
+    output = clean["output"]
+    before = tree_digest(output)
+    conf, spark_args, tokens = flaky_fs(injected, "persistent", r".*\.incomplete-.*/metadata\.json", 1000)
+    result = emulation.run_step(
+        "faults_storage_fails",
+        injected.step_args("storage-fails", results_uri("clean"), conf=conf, spark_args=spark_args),
+    )
+    assert result.returncode == 1, emu.tail(result.stdout + result.stderr)
+    assert "injected storage fault" in one_line_error(result)
+    assert list(tokens.iterdir())
+    assert tree_digest(output) == before
+    left = sorted(p.name for p in output.parent.iterdir() if p.name.startswith(output.name + "."))
+    assert not left, left
+
+
+# --- 3. a whole worker (node) is lost during featurize: the spot-reclaim case --------------------------------
+
+
+def test_a_lost_worker_node_completes_on_the_other(emulation: Emulation, injected: Faults, clean: dict) -> None:
+    cluster = emulation.cluster
+    markers = injected.markers("worker")
+    (markers / "hold").touch()
+    args = injected.step_args(
+        "worker", results_uri("worker"), markers=markers, env={"FEATURIZER_FAULTS_HOLD_FROM": str(HOLD_FROM)}
+    )
+    running = faults.start_step(emulation, "faults_worker", args)
+    n = None
+    try:
+        held = hold_and_wait(markers, running)
+        jvm = executor_of(held[0])
+        lost_host = host_of(jvm)
+        n = cluster.worker_hosts.index(lost_host) + 1
+        daemon = faults.worker_daemon_pid(cluster, n)
+        # The node goes away at once: its worker daemon, executor JVM and Python workers.
+        faults.kill([daemon, jvm, *faults.descendants(jvm)])
+        faults.wait_for(lambda: not faults.alive(daemon) and not faults.alive(jvm), "node gone", 30)
+    finally:
+        (markers / "hold").unlink()
+    try:
+        result = running.finish()
+        assert result.returncode == 0, emu.tail(result.stdout + result.stderr)
+        check_complete(result)
+        check_equals_clean(result, clean)
+        record = check_survived(result, r"(?i)executor.*(lost|exited)|ExecutorLostFailure|worker lost")
+        assert {f["host"] for f in record["failed_tasks"]} == {lost_host}, record
+        # Everything after the loss ran on the other node.
+        retried = [b for b in faults.batches(markers, "done") if b.attempt >= 1]
+        assert held[0].partition in {b.partition for b in retried}
+        assert {b.host for b in retried} == set(cluster.worker_hosts) - {lost_host}, retried
+    finally:
+        if n is not None:  # the node comes back for whatever runs next on this cluster
+            cluster.daemons[n].start()
+            emu.wait_until(lambda: cluster.status().get("aliveworkers") == emu.WORKERS, "worker back", 90, poll=0.5)
