@@ -1,13 +1,13 @@
 """Faults of the cluster itself, on the emulated EMR (issue 15): lost executors, Python workers and nodes,
-a dead driver, two runs at once, storage errors. Each fault is injected while the step runs, at a chosen
-moment, and the run is checked against a clean run of the same step.
+a poison input, a dead driver, two runs at once, storage errors. Each fault is injected while the step
+runs, at a chosen moment, and the run is checked against a clean run of the same step.
 
 The steps are the job's own (blueprint.emr_spec.spark_step over a RunSpec with the deployment's defaults),
-plus ``--conf`` arguments that only steer the test: ``spark.featurizer.maxCores`` (25 partitions of 2
-images, so a stage has tasks before and after a fault), the fault injectors of tests/emr/faults.py
-(``spark.executorEnv.*`` for the executors' Python workers, a Hadoop filesystem class for storage faults),
-and a short output-lock TTL where the test needs it. A test holds the featurize tasks of partitions >= 4
-while it kills something, so the kill always lands on a task that is running (never between tasks).
+plus ``--conf`` arguments that only steer the test: ``spark.featurizer.maxCores`` (a handful of featurize
+partitions, so a stage has tasks before and after a fault), and the fault injectors of tests/emr/faults.py
+(``spark.executorEnv.*`` for the executors' Python workers, a Hadoop filesystem class for storage faults).
+A test holds the featurize tasks of partitions >= HOLD_FROM while it kills something, so the kill always
+lands on a task that is running (never between tasks), after some tasks have completed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -33,9 +34,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.emr]
 
 N_IMAGES = 10 * PER_CLASS
 BATCH = 2
-PARTITION_CORES = 20  # spark.featurizer.maxCores: 50 files -> ~17-25 partitions (by bytes) of 2-3 files
-HOLD_FROM = 4  # partitions 0..3 run freely, later ones wait while the test's hold file exists
-LOCK_TTL_KEY = "spark.featurizer.lockTtlSeconds"
+PARTITION_CORES = 6  # spark.featurizer.maxCores: the 50 files in ~6-7 partitions (Spark splits by bytes)
+HOLD_FROM = 2  # partitions 0 and 1 run freely, later ones wait while the test's hold file exists
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def clean(emulation: Emulation, injected: Faults) -> dict:
     check_complete(result)
     assert result.metadata["faults"]["task_retries"] == 0, result.metadata["faults"]
     tasks = result.metadata["spark"]["featurize"]["tasks"]
-    assert tasks > HOLD_FROM + 2, tasks  # tasks before, during and after a held fault
+    assert tasks >= HOLD_FROM + 3, tasks  # tasks before, during and after a held fault
     assert {b.partition for b in faults.batches(markers, "done")} == set(range(tasks))
     return {"metadata": result.metadata, "features": read_features(result.output), "output": result.output}
 
@@ -310,6 +310,9 @@ def test_a_poison_input_fails_the_run_in_one_line_naming_it(
         input_uri=f"s3://{BUCKET}/raw-poison/fruits/",
         markers=markers,
         env={"FEATURIZER_FAULTS_POISON": "/poison-"},
+        # Once the task is excluded on both executors and they are idle, Spark waits this long (120 s by
+        # default) for a new executor before it gives up (README, Guarantees: retries on the cluster).
+        conf={"spark.scheduler.excludeOnFailure.unschedulableTaskSetTimeout": "5s"},
     )
     result = emulation.run_step("faults_poison", args)
     assert result.returncode == 1, emu.tail(result.stdout + result.stderr)
@@ -350,10 +353,11 @@ def test_a_second_run_to_a_busy_output_fails_and_a_dead_runs_staging_is_cleaned_
         staged_a = tree_digest(staging_a)
 
         # B: the same OUTPUT while A lives (B's scheduler need not wait for cores A holds: it stops first).
-        b = emulation.run_step(
-            "faults_driver_b",
-            injected.step_args("driver-b", uri, conf={"spark.scheduler.maxRegisteredResourcesWaitingTime": "1s"}),
-        )
+        b_args = injected.step_args("driver-b", uri, conf={"spark.scheduler.maxRegisteredResourcesWaitingTime": "1s"})
+        try:
+            b = faults.start_step(emulation, "faults_driver_b", b_args).finish(timeout=150)
+        except subprocess.TimeoutExpired:
+            pytest.fail("B kept running beside A: a second run to a busy OUTPUT must stop at once")
         assert b.returncode == 1, emu.tail(b.stdout + b.stderr)
         line = one_line_error(b)
         assert "is being written by another run" in line and holder["run_id"] in line, line
