@@ -95,6 +95,8 @@ def test_spark_submit_master_conf_and_defaults_are_kept(tmp_path: Path, master_f
     assert settings["spark.python.worker.reuse"] == "true" and settings["spark.task.cpus"] == "1"
     # --batch-size (64 by default), not the session's 7, is the featurize stage's batch.
     assert record["featurize"]["arrow_max_records_per_batch"] == record["featurize"]["batch_size"] == 64
+    # spark-submit's JVM touched file:// before the job's session existed: still no `.crc` sidecars.
+    assert not list((tmp_path / "out").rglob("*.crc")), sorted((tmp_path / "out").rglob("*.crc"))[:3]
 
 
 def test_batch_size_above_the_sessions_arrow_batch_is_the_model_batch(spark, tmp_path: Path) -> None:
