@@ -15,7 +15,9 @@ FEATURE_DIM = 1280
 # Hadoop glob (as Spark's pathGlobFilter reads it): .jpg and .jpeg in any letter case.
 DEFAULT_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG]}"
 WEIGHT_KEYWORDS = ("imagenet", "random")
-ENGINES = ("tf", "onnx")
+ENGINES = ("tf", "onnx", "onnx-int8")
+# Engines that run an ONNX model (onnx-int8: the fp32 model statically quantized, job/quantize.py).
+ONNX_ENGINES = ("onnx", "onnx-int8")
 # "exact": the seed's pixels (Pillow's bicubic); "fast": OpenCV's resize, other pixels (job/decode.py).
 RESIZE_MODES = ("exact", "fast")
 
@@ -33,6 +35,9 @@ class JobConfig:
     engine: str = "tf"
     threads: int = 0  # TensorFlow/ONNX threads per Python worker; 0 = the task's share of the executor
     resize: str = "exact"
+    # onnx-int8: where the calibration images come from (None: --input) and how many (job/quantize.py).
+    calibration: str | None = None
+    calibration_images: int = 256
     # How the run talks, not what it computes: no progress lines (--quiet), full traces and
     # Spark's own log on stderr (--verbose).
     quiet: bool = False
@@ -57,14 +62,18 @@ class JobConfig:
             raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.resize not in RESIZE_MODES:
             raise UsageError(f"--resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
+        if not 1 <= self.calibration_images <= 10_000:
+            raise UsageError(f"--calibration-images must be between 1 and 10000, got {self.calibration_images}")
+        if self.calibration is not None and self.engine != "onnx-int8":
+            raise UsageError("--calibration needs --engine onnx-int8")
         if self.threads < 0:
             raise UsageError(f"--threads must be >= 0, got {self.threads}")
         if not self.glob:
             raise UsageError("--glob must not be empty")
         if not self.weights:
             raise UsageError("--weights must be imagenet, random, or a path/URI to a weights file")
-        if self.weights.lower().endswith(".onnx") and self.engine != "onnx":
-            raise UsageError("an .onnx model needs --engine onnx")
+        if self.weights.lower().endswith(".onnx") and self.engine not in ONNX_ENGINES:
+            raise UsageError("an .onnx model needs --engine onnx (or onnx-int8)")
 
 
 def _norm(uri: str) -> str:
@@ -110,7 +119,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", "images per model call and per Arrow batch of the featurize stage (bounds memory)", int, 64),
     Option("glob", "Hadoop glob on file names (.jpg/.jpeg in any letter case)", default=DEFAULT_GLOB),
     Option("master", "Spark master, e.g. local[*] [default: spark-submit's, else local[*]]"),
-    Option("engine", "inference engine: tf (Keras) or onnx (ONNX Runtime, ~2x faster)", default="tf", choices=ENGINES),
+    Option(
+        "engine",
+        "inference engine: tf (Keras), onnx (ONNX Runtime, ~2x faster) or onnx-int8 (statically quantized, "
+        "~2x faster than onnx, approximate features: see the README)",
+        default="tf",
+        choices=ENGINES,
+    ),
+    Option("calibration", "onnx-int8: folder/URI of calibration images [default: --input]"),
+    Option("calibration_images", "onnx-int8: calibration images, evenly spaced over the sorted paths", int, 256),
     Option("threads", "inference threads per Python worker (0: the task's cores)", int, 0),
     Option(
         "resize",

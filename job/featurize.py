@@ -18,6 +18,7 @@ from pyspark import Accumulator, Broadcast
 from pyspark.sql import DataFrame
 
 from job import quiet
+from job.config import ONNX_ENGINES
 from job.decode import decode_batch
 
 # Features are staged as raw little-endian float32 bytes: the JVM copies a binary value, where an
@@ -31,13 +32,14 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 class EngineSpec:
     """What a worker needs to build its predictor: small, picklable, shipped with the task."""
 
-    engine: str  # "tf" (Keras weights file) or "onnx" (serialized ONNX model)
+    engine: str  # "tf" (Keras weights file), "onnx" or "onnx-int8" (serialized ONNX model)
     blob: Broadcast  # bytes of the weights file / ONNX model
     suffix: str
     digest: str
     threads: int
     resize: str = "exact"  # job.decode's resize mode (JobConfig.resize)
     onnx_model: dict | None = None  # where a converted ONNX model came from (metadata weights.onnx_model)
+    quantization: dict | None = None  # onnx-int8: how the int8 model was made (metadata quantization)
 
 
 _PREDICTORS: dict[tuple[str, str, int], Predictor] = {}
@@ -68,7 +70,7 @@ def worker_predictor(spec: EngineSpec) -> Predictor:
     """This worker's predictor, built on first use and reused by every later task."""
     key = (spec.engine, spec.digest, spec.threads)
     if key not in _PREDICTORS:
-        if spec.engine == "onnx":
+        if spec.engine in ONNX_ENGINES:  # the int8 model runs on the same uint8 pixels
             from job.onnx_engine import onnx_predictor
 
             quiet.quiet_onnxruntime()

@@ -10,7 +10,7 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, redirect_stdout, suppress
 from dataclasses import asdict
 from importlib import metadata as importlib_metadata
@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from job import errors, quiet, recovery, reduce, session, write
 from job import model as model_lib
-from job.config import JobConfig
+from job.config import ONNX_ENGINES, JobConfig
 from job.errors import JobFailed, PcaUndefined, UsageError
 from job.featurize import EngineSpec, featurize
 from job.progress import Progress, rate_text, stage_input_records
@@ -99,10 +99,13 @@ def resolve_weights(spark: SparkSession, cfg: JobConfig) -> model_lib.WeightsBlo
     return model_lib.WeightsBlob.of(data, model_lib.file_suffix(cfg.weights), cfg.weights)
 
 
-def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsBlob) -> EngineSpec:
+def engine_spec(
+    spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsBlob, input_files: Collection[str] = ()
+) -> EngineSpec:
+    """`input_files`: the run's listing, where onnx-int8 takes its calibration images (job/quantize.py)."""
     data, suffix = weights.data, weights.suffix
-    onnx_model = None
-    if cfg.engine == "onnx" and suffix != ".onnx":  # a Keras file: converted once, cached (a miss needs TF)
+    onnx_model = quantization = None
+    if cfg.engine in ONNX_ENGINES and suffix != ".onnx":  # a Keras file: converted once, cached (a miss needs TF)
         from job.onnx_engine import cached_keras_weights_to_onnx
 
         data, onnx_model = cached_keras_weights_to_onnx(data, suffix, weights.sha256, quiet.import_tensorflow)
@@ -114,6 +117,11 @@ def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsB
             validate(data)
         except IncompatibleModel as exc:
             raise UsageError(f"--weights {weights.source}: {exc}") from None
+    if cfg.engine == "onnx-int8":
+        from job.quantize import for_run
+
+        with at_location("--calibration", cfg.calibration or cfg.input):
+            data, quantization = for_run(spark, cfg, input_files, data)
     threads = cfg.threads or int(spark.conf.get("spark.task.cpus", "1"))
     blob = spark.sparkContext.broadcast(data)
     return EngineSpec(
@@ -124,6 +132,7 @@ def engine_spec(spark: SparkSession, cfg: JobConfig, weights: model_lib.WeightsB
         threads=threads,
         resize=cfg.resize,
         onnx_model=onnx_model,
+        quantization=quantization,
     )
 
 
@@ -249,7 +258,7 @@ def _run_staged(
     first_job = recovery.last_job_id(spark)  # failed task attempts are counted over this run's jobs
     with timer.stage("weights") as stage:
         weights = resolve_weights(spark, cfg)
-        spec = engine_spec(spark, cfg, weights)
+        spec = engine_spec(spark, cfg, weights, listing.files)
         stage.detail = f"{weights.source} ({cfg.engine})"
     processed = spark.sparkContext.accumulator(0)
     work = f"{staging}/_work/staged"
@@ -336,6 +345,7 @@ def _run_staged(
             "random": cfg.weights == "random",
             "onnx_model": spec.onnx_model,
         },
+        "quantization": spec.quantization,  # onnx-int8: calibration set and settings (job/quantize.py)
         "counts": {
             "listed": len(listing),
             "featurized": n_featurized,
