@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from job.config import FEATURE_DIM as FEATURES
 from job.decode import IMAGE_SIZE
 
 # Opset 17: supported by tf2onnx 1.17 and every onnxruntime 1.x we pin; ops are plain conv/BN/relu6.
 OPSET = 17
 INPUT_TYPE = "tensor(uint8)"
-FEATURES = 1280
 
 
 class IncompatibleModel(ValueError):

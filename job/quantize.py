@@ -207,11 +207,15 @@ def read_calibration(spark, paths: Collection[str]) -> list[bytes]:
 
 
 def for_run(spark, cfg, input_files: Collection[str], onnx_bytes: bytes) -> tuple[bytes, dict]:
-    """Driver side, for `--engine onnx-int8`: pick, read and digest the calibration set; quantize (cached)."""
-    if cfg.calibration:
-        from job.read import list_inputs
+    """Driver side, for `--engine onnx-int8`: pick, read and digest the calibration set; quantize (cached).
 
-        source, files = cfg.calibration, list_inputs(spark, cfg.calibration, cfg.glob).files
+    `input_files`: candidate paths of the run's input (all of them, or already spread by job.read.spread_paths).
+    """
+    if cfg.calibration:
+        from job.read import list_inputs, spread_paths
+
+        files = spread_paths(list_inputs(spark, cfg.calibration, cfg.glob), cfg.calibration_images)
+        source = cfg.calibration
     else:
         source, files = "input", input_files
     paths = calibration_paths(files, cfg.calibration_images)
