@@ -97,8 +97,15 @@ def list_inputs(spark: SparkSession, uri: str, glob: str) -> Listing:
 
 
 def read_images(listing: Listing) -> DataFrame:
-    """DataFrame(path, label, content) of the listed files; label = immediate parent folder."""
-    return listing.source.select("path", label_of(F.col("path")).alias("label"), "content")
+    """DataFrame(path, label, content, size, modification_time) of the listed files; label = immediate
+    parent folder; size and modification_time (ms) go to features/ for later runs' --reuse."""
+    return listing.source.select(
+        "path",
+        label_of(F.col("path")).alias("label"),
+        "content",
+        F.col("length").alias("size"),
+        F.unix_millis("modificationTime").alias("modification_time"),
+    )
 
 
 def label_of(path):

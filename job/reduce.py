@@ -267,8 +267,10 @@ def list_column(matrix: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix).reshape(-1)))
 
 
-def project(spark: SparkSession, features: DataFrame, pca: Pca) -> DataFrame:
-    """Staged rows -> (path, label, features array<float>, pca_features array<double> k), on the executors.
+def project(spark: SparkSession, features: DataFrame, pca: Pca, keep: tuple[str, ...] = ()) -> DataFrame:
+    """Staged rows -> (path, label, features array<float>, pca_features array<double> k, *keep), on the executors.
+
+    `keep` names columns passed through unchanged after those four (the file columns of job/reuse.py).
 
     Arrow batches in and out (mapInArrow): the staged bytes are read as one matrix and the two list
     columns are built from flat buffers, where pandas made one Python object per row and column
@@ -285,7 +287,9 @@ def project(spark: SparkSession, features: DataFrame, pca: Pca) -> DataFrame:
             vectors = feature_matrix(batch.column(2))
             pca_features = project_batch(vectors.astype(np.float64), model.value)
             columns = [batch.column(0), batch.column(1), list_column(vectors), list_column(pca_features)]
-            yield pa.RecordBatch.from_arrays(columns, names=["path", "label", "features", "pca_features"])
+            columns += [batch.column(3 + i) for i in range(len(keep))]
+            yield pa.RecordBatch.from_arrays(columns, names=["path", "label", "features", "pca_features", *keep])
 
     schema = "path string, label string, features array<float>, pca_features array<double>"
-    return features.select("path", "label", "features").mapInArrow(run, schema=schema)
+    schema += "".join(f", {name} {features.schema[name].dataType.simpleString()}" for name in keep)
+    return features.select("path", "label", "features", *keep).mapInArrow(run, schema=schema)

@@ -199,6 +199,8 @@ def check_output_contract(out: Path, metadata: dict, expected: dict[str, str]) -
         ("label", "string"),
         ("features", "list<element: float>"),
         ("pca_features", "list<element: double>"),
+        ("size", "int64"),  # the file's, for a later run's --reuse
+        ("modification_time", "int64"),
     ]
     features = pq.read_table(out / "features").to_pandas().sort_values("path").reset_index(drop=True)
     assert dict(zip(features["path"], features["label"], strict=True)) == expected

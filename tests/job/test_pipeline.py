@@ -50,6 +50,8 @@ def test_schema_counts_and_labels(fruits_run, fruits_dir) -> None:
         ("label", "string"),
         ("features", "list<element: float>"),
         ("pca_features", "list<element: double>"),
+        ("size", "int64"),  # the file's, for a later run's --reuse
+        ("modification_time", "int64"),
     ]
     features = read_table(out / "features")
     images = fruit_images()
