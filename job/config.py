@@ -38,6 +38,7 @@ class JobConfig:
     # onnx-int8: where the calibration images come from (None: --input) and how many (job/quantize.py).
     calibration: str | None = None
     calibration_images: int = 256
+    reuse: str | None = None  # a previous output whose unchanged images keep their features (job/reuse.py)
     # How the run talks, not what it computes: no progress lines (--quiet), full traces and
     # Spark's own log on stderr (--verbose).
     quiet: bool = False
@@ -68,6 +69,8 @@ class JobConfig:
             raise UsageError("--calibration needs --engine onnx-int8")
         if self.threads < 0:
             raise UsageError(f"--threads must be >= 0, got {self.threads}")
+        if self.reuse is not None and (not self.reuse or _norm(self.reuse) == _norm(self.input)):
+            raise UsageError("--reuse must name a previous output (not --input)")
         if not self.glob:
             raise UsageError("--glob must not be empty")
         if not self.weights:
@@ -134,6 +137,11 @@ OPTIONS: tuple[Option, ...] = (
         "exact: the seed's pixels (Pillow bicubic); fast: OpenCV, other pixels and features",
         default="exact",
         choices=RESIZE_MODES,
+    ),
+    Option(
+        "reuse",
+        "a previous complete output (may equal --output): images with the same path, size and modification "
+        "time keep its features; the rest are featurized and the PCA is refit on all",
     ),
     Option("quiet", "no progress lines (warnings, errors and the summary only)", is_flag=True, exclusive="talk"),
     Option(

@@ -23,7 +23,9 @@ from job.decode import decode_batch
 
 # Features are staged as raw little-endian float32 bytes: the JVM copies a binary value, where an
 # array<float> costs it 1280 element writes per image (measured: ~20 % of a 2-core machine's CPU).
-STAGED_SCHEMA = "path string, label string, features binary, error string"
+# size and modification_time (ms) are the file's, passed through for features/ (job/reuse.py).
+STAGED_SCHEMA = "path string, label string, features binary, error string, size long, modification_time long"
+PASSED_THROUGH = ("size", "modification_time")
 FEATURE_DTYPE = np.dtype("<f4")
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -85,7 +87,7 @@ def worker_predictor(spec: EngineSpec) -> Predictor:
 
 
 def featurize_batch(pdf: pd.DataFrame, predict: Predictor, resize: str = "exact") -> tuple[pd.DataFrame, int]:
-    """Decode and featurize one batch; return (path, label, features bytes, error) rows, model calls."""
+    """Decode and featurize one batch; return (path, label, features bytes, error, size, mtime) rows, model calls."""
     images, valid, reasons = decode_batch(list(pdf["content"]), resize)
     features: list[bytes | None] = [None] * len(pdf)
     if valid:
@@ -105,6 +107,8 @@ def featurize_batch(pdf: pd.DataFrame, predict: Predictor, resize: str = "exact"
             "error": [reasons.get(i) for i in range(len(pdf))],
         }
     )
+    for column in PASSED_THROUGH:  # absent when the caller's images have no file columns
+        result[column] = pdf[column].to_numpy() if column in pdf else None
     return result, len(valid)
 
 

@@ -18,11 +18,11 @@ from importlib import metadata as importlib_metadata
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from job import errors, quiet, recovery, reduce, session, write
+from job import errors, quiet, recovery, reduce, reuse, session, write
 from job import model as model_lib
 from job.config import ONNX_ENGINES, JobConfig
 from job.errors import JobFailed, PcaUndefined, UsageError
-from job.featurize import EngineSpec, featurize
+from job.featurize import PASSED_THROUGH, EngineSpec, featurize
 from job.progress import Progress, rate_text, stage_input_records
 from job.read import Listing, check_filesystems, list_inputs, read_file, read_images, skipped_reason
 
@@ -136,6 +136,16 @@ def engine_spec(
     )
 
 
+def run_identity(cfg: JobConfig, weights: model_lib.WeightsBlob) -> dict:
+    """What metadata.json records of the model that makes the features: --reuse compares it (job/reuse.py)."""
+    return {
+        "model": model_lib.MODEL_NAME,
+        "engine": cfg.engine,
+        "weights": {"sha256": weights.sha256},
+        "config": {"resize": cfg.resize},
+    }
+
+
 def account(listing: Listing, staged: DataFrame, spark: SparkSession) -> DataFrame:
     """Rejected rows for listed files that Spark's scan did not return (zero bytes, or changed meanwhile)."""
     read_paths = {row.path for row in staged.select("path").collect()}
@@ -193,7 +203,8 @@ def run(spark: SparkSession, cfg: JobConfig, run_id: str | None = None, progress
     progress = progress or Progress(enabled=False)
     timer = Timer(report=progress.stage)
     # Before anything is listed or written: each location's scheme has a filesystem here.
-    check_filesystems(spark, {"--input": cfg.input, "--output": cfg.output, "--weights": cfg.weights})
+    locations = {"--input": cfg.input, "--output": cfg.output, "--weights": cfg.weights, "--reuse": cfg.reuse or ""}
+    check_filesystems(spark, locations)
     with timer.stage("list") as stage:
         with at_location("--input", cfg.input):
             listing = list_inputs(spark, cfg.input, cfg.glob)
@@ -260,6 +271,13 @@ def _run_staged(
         weights = resolve_weights(spark, cfg)
         spec = engine_spec(spark, cfg, weights, listing.files)
         stage.detail = f"{weights.source} ({cfg.engine})"
+    plan = None
+    if cfg.reuse:  # read from the previous output before anything is committed (it may be --output)
+        with timer.stage("reuse") as stage, at_location("--reuse", cfg.reuse):
+            listed = reuse.listed_files(listing.source)
+            plan = reuse.prepare(spark, cfg.reuse, run_identity(cfg, weights), listed, f"{staging}/_work/reused")
+            stage.detail = ", ".join(f"{n:,} {name}" for name, n in plan.counts.items())
+    to_featurize = len(listing) if plan is None else plan.to_featurize
     processed = spark.sparkContext.accumulator(0)
     work = f"{staging}/_work/staged"
     spark_record = spark_metadata(spark)  # the session's own settings, before any stage changes them
@@ -274,10 +292,13 @@ def _run_staged(
     featurize_start = timer.clock()
     with timer.stage("featurize") as stage:
         images = read_images(listing)
+        if plan is not None:  # only new and changed images, spread over partitions planned for them
+            todo_partitions = session.plan_partitions(max(to_featurize, 1), cfg.batch_size, slots.slots)
+            images = images.join(plan.todo, "path", "left_semi").repartition(todo_partitions, "path")
         with (
             session.runtime_conf(spark, stage_conf),
             session.job_group(spark, group),
-            progress.counting("featurize", len(listing), lambda: stage_input_records(spark, group)),
+            progress.counting("featurize", to_featurize, lambda: stage_input_records(spark, group)),
         ):
             try:
                 write.write_table(featurize(images, spec, cfg.batch_size, processed), work)
@@ -287,7 +308,9 @@ def _run_staged(
                     raise
                 raise named from exc
         seconds = max(timer.clock() - featurize_start, 1e-9)
-        stage.detail = f"{len(listing):,} images · {rate_text(len(listing) / seconds)}"
+        stage.detail = f"{to_featurize:,} images · {rate_text(to_featurize / seconds)}"
+    if plan is not None:
+        plan.classified.unpersist()
     ran = session.group_tasks(spark, group)
     spark_record["featurize"] = {
         "batch_size": cfg.batch_size,
@@ -299,10 +322,14 @@ def _run_staged(
         "executors": ran["executors"],
     }
     staged = spark.read.parquet(work)
-    featurized = staged.filter(F.col("error").isNull()).select("path", "label", "features")
+    featurized = staged.filter(F.col("error").isNull()).select("path", "label", "features", *PASSED_THROUGH)
+    returned = staged.select("path")  # what the scan returned, and what this run did not need to read
+    if plan is not None:
+        featurized = featurized.unionByName(plan.reused)
+        returned = returned.unionByName(plan.reused.select("path"))
     with timer.stage("account") as stage:
         rejected = staged.filter(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
-        rejected = rejected.unionByName(account(listing, staged, spark))
+        rejected = rejected.unionByName(account(listing, returned, spark))
         n_featurized, n_rejected = featurized.count(), rejected.count()
         stage.detail = f"{n_featurized:,} featurized, {n_rejected:,} rejected"
     if n_featurized + n_rejected != len(listing):
@@ -323,7 +350,7 @@ def _run_staged(
         stage.detail = f"k={pca.k}"
     with timer.stage("write") as stage:
         stage.detail = "features, rejected, plot"
-        write.write_table(reduce.project(spark, featurized, pca), f"{staging}/features")
+        write.write_table(reduce.project(spark, featurized, pca, PASSED_THROUGH), f"{staging}/features")
         write.write_table(rejected.coalesce(1), f"{staging}/rejected")
         write.delete(spark, f"{staging}/_work")
         write.write_plot(spark, staging, pca.explained_variance_ratio, pca.k, None if cfg.k else cfg.variance)
@@ -351,6 +378,7 @@ def _run_staged(
             "featurized": n_featurized,
             "rejected": n_rejected,
             "model_processed": int(processed.value),
+            **(plan.counts if plan is not None else {}),
         },
         "pca": {
             "k": pca.k,
