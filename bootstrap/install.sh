@@ -72,7 +72,7 @@ parse_args() {
     [[ -n $REQUIREMENTS ]] || die "--requirements is required"
     case "$PROFILE" in
         tf) IMPORTS="tensorflow numpy pandas pyarrow PIL cv2 matplotlib ml_dtypes" ;;
-        onnx) IMPORTS="onnxruntime numpy pandas pyarrow PIL cv2 matplotlib" ;;
+        onnx) IMPORTS="onnxruntime onnx numpy pandas pyarrow PIL cv2 matplotlib" ;;
         *) die "unknown --profile '$PROFILE' (expected tf or onnx)" ;;
     esac
     [[ $RETRIES =~ ^[1-9][0-9]*$ ]] || die "--retries must be a positive integer, got '$RETRIES'"
