@@ -18,7 +18,10 @@ regression (deterministic; no randomness once the split is drawn).
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -152,3 +155,151 @@ def quality(
         "probe_accuracy_fp32": probe_accuracy(pca32, labels, test),
         "probe_accuracy_int8": probe_accuracy(pca8, labels, test),
     }
+
+
+# ---- the bench's int8 section (bench/run.py) ---------------------------------------------------------
+
+TARGET_RAW_SPEEDUP = 2.0  # int8 raw throughput / fp32 onnx raw throughput, same run, same shape, >=
+CALIBRATION_IMAGES = 256  # the job's default --calibration-images
+
+
+def onnx_features(model: bytes, files: Sequence[Path], batch: int = 32) -> np.ndarray:
+    """The engine's features of `files`, decoded with the job's decode, `batch` images at a time."""
+    from job.decode import decode_batch
+    from job.onnx_engine import onnx_predictor
+
+    predict, out = onnx_predictor(model, 0), []
+    for start in range(0, len(files), batch):
+        pixels, valid, _ = decode_batch([p.read_bytes() for p in files[start : start + batch]])
+        if len(valid) != len(pixels) or len(pixels) != len(files[start : start + batch]):
+            raise ValueError(f"undecodable images among {files[start]}...")
+        out.append(predict(pixels))
+    return np.concatenate(out)
+
+
+def bench_int8(fp32_model: Path, images: Path, work: Path, raw: Callable[[str, Path], dict], cache: Path) -> dict:
+    """Quantize as the job does (the images' evenly spaced sample), then raw throughput and quality.
+
+    `raw(engine, model)` measures one raw figure (bench.run.run_raw in the job's layout). fp32 and
+    int8 alternate twice, so drift over the minutes hits both; the ratio is best against best.
+    `cache`: the bench's model cache ($FEATURIZER_CACHE_DIR while quantizing), never the user's.
+    """
+    from job.quantize import cached_quantize, calibration_paths
+
+    files = sorted(images.rglob("*.jpg"))
+    fp32 = fp32_model.read_bytes()
+    calibration = [Path(p).read_bytes() for p in calibration_paths(map(str, files), CALIBRATION_IMAGES)]
+    start = time.perf_counter()
+    from job.onnx_engine import CACHE_ENV
+
+    previous, os.environ[CACHE_ENV] = os.environ.get(CACHE_ENV), str(cache)
+    try:
+        int8, record = cached_quantize(fp32, calibration, "exact")
+    finally:
+        if previous is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = previous
+    record["wall_s"] = time.perf_counter() - start
+    int8_model = work / "model-int8.onnx"
+    int8_model.write_bytes(int8)
+    figures = {"onnx": [], "onnx-int8": []}
+    for _ in range(2):
+        for engine, model in (("onnx", fp32_model), ("onnx-int8", int8_model)):
+            figures[engine].append(raw(engine, model))
+    best = {engine: max(x["images_per_s"] for x in runs) for engine, runs in figures.items()}
+    labels = [p.parent.name for p in files]
+    report = quality(onnx_features(fp32, files), onnx_features(int8, files), labels)
+    return {
+        "quantization": record,
+        "raw": figures,
+        "raw_speedup": best["onnx-int8"] / best["onnx"],
+        "quality": {**report, "images_dir": str(images), "calibration_images": len(calibration)},
+    }
+
+
+def markdown_section(r: dict) -> list[str]:
+    """RESULTS.md's INT8 section."""
+    if not r:
+        return []
+    qual, rec = r["quality"], r["quantization"]
+    speedup = r["raw_speedup"]
+    made = "from the cache" if rec["from_cache"] else f"{rec['wall_s']:.1f} s"
+    verdict = "met" if speedup >= TARGET_RAW_SPEEDUP else "NOT met"
+    lines = [
+        "## INT8 engine (`--engine onnx-int8`)",
+        "",
+        f"Static QDQ quantization ({', '.join(f'{k} {v}' for k, v in rec['settings'].items())}), calibrated on "
+        f"{qual['calibration_images']} images evenly spaced over the sorted sample "
+        f"({made}; calibration and evaluation images overlap, as a job's own input does).",
+        "",
+        "| engine | processes x threads | images/s (two measurements, alternated) |",
+        "|---|---|---|",
+    ]
+    for engine, runs in r["raw"].items():
+        shape = f"{runs[0]['procs']} x {runs[0]['threads']}"
+        speeds = " / ".join(f"{x['images_per_s']:.1f}" for x in runs)
+        lines.append(f"| {engine} | {shape} | {speeds} |")
+    lines += [
+        "",
+        f"Raw speed-up int8 / fp32 (best against best): **{speedup:.2f}x** ({verdict}; target >= "
+        f"{TARGET_RAW_SPEEDUP}).",
+        "",
+        f"Quality against fp32 on {qual['images']} images of {qual['classes']} classes (`{qual['images_dir']}`), "
+        "calibrated random weights:",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| cosine to fp32, min / median | {qual['cosine_min']:.4f} / {qual['cosine_median']:.4f} |",
+        f"| centred cosine (fp32 mean removed), median | {qual['centred_cosine_median']:.3f} |",
+        f"| share of fp32 energy that varies between images | {qual['fp32_signal_share']:.3f} |",
+        f"| int8 nearest to its own fp32 image (self-match; chance 1/{qual['images']}) | {qual['self_match']:.3f} |",
+        f"| same {qual['neighbours']} nearest neighbours in PCA-{qual['pca_components']} space | "
+        f"{qual['neighbours_identical']:.3f} (mean overlap {qual['neighbours_overlap']:.3f}) |",
+        f"| linear probe accuracy, fp32 / int8 ({qual['probe_test_images']} held-out images) | "
+        f"{qual['probe_accuracy_fp32']:.3f} / {qual['probe_accuracy_int8']:.3f} |",
+        "",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """`python -m bench.int8_quality`: the bench's INT8 section alone (bench.run runs it in the full bench)."""
+    import argparse
+    import hashlib
+    import json
+    import tempfile
+
+    from bench.dataset import FRUITS, make_weights, source_images
+    from bench.run import job_layout, run_raw
+    from job.onnx_engine import cached_keras_weights_to_onnx
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--images", type=Path, default=FRUITS, help="class folders of JPEGs (default: the bench's)")
+    p.add_argument("--raw-seconds", type=float, default=15.0)
+    p.add_argument("--cores", type=int, default=os.cpu_count())
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    layout = job_layout(args.cores)
+    with tempfile.TemporaryDirectory(prefix="featurizer-int8-bench-") as tmp:
+        work = Path(tmp)
+        weights = make_weights(work / "mobilenet_v2_calibrated.weights.h5", source_images()).read_bytes()
+        fp32_model = work / "model.onnx"
+        os.environ["FEATURIZER_CACHE_DIR"] = str(work / "model-cache")
+        fp32_model.write_bytes(
+            cached_keras_weights_to_onnx(weights, ".weights.h5", hashlib.sha256(weights).hexdigest())[0]
+        )
+
+        def raw(engine: str, model: Path) -> dict:
+            procs, threads = layout["concurrent_tasks"], layout["threads_per_task"]
+            return run_raw(engine, model, args.images, threads, procs, layout["batch_size"], args.raw_seconds)
+
+        result = bench_int8(fp32_model, args.images, work, raw, work / "model-cache")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print("\n".join(markdown_section(result)))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -34,7 +34,7 @@ def _batch(images: Path, batch_size: int) -> np.ndarray:
 
 def _predictor(engine: str, model: Path, threads: int):
     """The same builders job.featurize.worker_predictor uses."""
-    if engine == "onnx":
+    if engine in ("onnx", "onnx-int8"):  # an int8 model runs through the same predictor
         from job.onnx_engine import onnx_predictor
 
         return onnx_predictor(model.read_bytes(), threads)
@@ -93,8 +93,8 @@ def measure(args: argparse.Namespace) -> dict:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--engine", choices=("tf", "onnx"), required=True)
-    p.add_argument("--model", required=True, help="Keras weights file (tf) or ONNX model (onnx)")
+    p.add_argument("--engine", choices=("tf", "onnx", "onnx-int8"), required=True)
+    p.add_argument("--model", required=True, help="Keras weights file (tf) or ONNX model (onnx, onnx-int8)")
     p.add_argument("--images", required=True, help="folder of real JPEGs for the batch")
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--procs", type=int, default=1)

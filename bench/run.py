@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bench import int8_quality
 from bench.dataset import FRUITS, make_image_set, make_weights, source_images
 from bench.procs import TreeSampler
 
@@ -269,6 +270,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cores", type=int, default=os.cpu_count(), help="local[cores] for the job and the seed")
     p.add_argument("--out", type=Path, default=REPO / "bench", help="folder for results.json and RESULTS.md")
     p.add_argument("--keep", action="store_true", help="keep the temporary images, weights and logs")
+    p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the onnx-int8 section (needs onnx)")
     return p.parse_args(argv)
 
 
@@ -372,6 +374,12 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
             results["jobs"].append(run_job(engine, sets[n], n, weights, work, args.cores, repeat, paired))
     for engine in engines:
         results["raw"][engine].append(raw(engine, *job_shape, "after the jobs"))
+    if "onnx" in engines and args.int8:  # raw int8 vs fp32 in the job's layout, and quality on the sample
+
+        def raw_pair(engine: str, model: Path) -> dict:
+            return run_raw(engine, model, FRUITS, job_shape[1], job_shape[0], layout["batch_size"], args.raw_seconds)
+
+        results["int8"] = int8_quality.bench_int8(models["onnx"], FRUITS, work, raw_pair, work / "model-cache")
     if seed_n:
         results["seed"] = run_seed(sets[seed_n], seed_n, weights, work, args.cores)
     results["load_after"] = os.getloadavg()
@@ -613,6 +621,7 @@ def markdown(r: dict) -> str:
         for c in [j["counts"], *j.get("warm", {}).get("all_counts", [])]
     )
     lines += [f"- model processed == image count in every job run: {'yes' if counts_ok else 'NO'}", ""]
+    lines += int8_quality.markdown_section(r.get("int8", {}))
     return "\n".join(lines)
 
 
