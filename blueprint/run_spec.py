@@ -79,6 +79,7 @@ class RunSpec:
     glob: str | None = None
     threads: int | None = None
     resize: str | None = None
+    reuse: str | None = None  # a previous output (s3://...) whose unchanged images keep their features
     extra: tuple[str, ...] = ()  # further job options, passed through verbatim (after `--`)
 
     def __post_init__(self) -> None:
@@ -123,7 +124,7 @@ class RunSpec:
                 "for a file on every node, or an s3:// URI"
             )
         args = ["--input", self.input, "--output", self.output]
-        for name in ("weights", "engine", "batch_size", "variance", "k", "glob", "threads", "resize"):
+        for name in ("weights", "engine", "batch_size", "variance", "k", "glob", "threads", "resize", "reuse"):
             value = getattr(self, name)
             if value is not None:
                 args += [f"--{name.replace('_', '-')}", str(value)]

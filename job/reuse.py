@@ -11,6 +11,7 @@ model, engine and resize mode must equal this run's, else the run is refused bef
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
+from job.config import WEIGHT_KEYWORDS
 from job.errors import UsageError
 from job.featurize import FEATURE_DTYPE
 from job.read import hadoop_fs, read_file
@@ -51,12 +53,15 @@ def _field(metadata: Mapping, keys: Sequence[str]) -> object:
     return value
 
 
-def incompatibility(previous: Mapping, current: Mapping) -> str | None:
+def incompatibility(
+    previous: Mapping, current: Mapping, fields: Sequence[tuple[str, tuple[str, ...]]] = MUST_MATCH
+) -> str | None:
     """Why features of the run described by `previous` (its metadata.json) cannot be mixed with this one's.
 
     Both are metadata.json-shaped dicts; a field missing from `previous` counts as a mismatch.
+    `fields`: what is compared (a dry run, which loads no weights, may not know every digest).
     """
-    for name, keys in MUST_MATCH:
+    for name, keys in fields:
         before, now = _field(previous, keys), _field(current, keys)
         if before is None or before != now:
             shown = before if before is not None else "not recorded"
@@ -64,9 +69,11 @@ def incompatibility(previous: Mapping, current: Mapping) -> str | None:
     return None
 
 
-def check_compatible(previous: Mapping, current: Mapping, where: str) -> None:
+def check_compatible(
+    previous: Mapping, current: Mapping, where: str, fields: Sequence[tuple[str, tuple[str, ...]]] = MUST_MATCH
+) -> None:
     """UsageError (exit 2), in one line, unless the previous run's features can be reused."""
-    problem = incompatibility(previous, current)
+    problem = incompatibility(previous, current, fields)
     if problem is not None:
         raise UsageError(f"--reuse {where}: cannot reuse its features ({problem}); run without --reuse")
 
@@ -94,7 +101,8 @@ def read_previous_metadata(data: bytes | None, has_success: bool, where: str) ->
 
 
 def classify(listed: DataFrame, previous: DataFrame) -> DataFrame:
-    """(path, status) for every path in either side: reused, new, changed (listed) or removed (previous only).
+    """(path, status, size) for every path in either side: reused, new, changed (listed) or removed (previous
+    only); size is the listed one (null for removed).
 
     `listed` and `previous` have path, size and modification_time; one full outer join on path.
     """
@@ -115,7 +123,7 @@ def classify(listed: DataFrame, previous: DataFrame) -> DataFrame:
         .when(F.coalesce(unchanged, F.lit(False)), "reused")
         .otherwise("changed")
     )
-    return joined.select("path", status.alias("status"))
+    return joined.select("path", status.alias("status"), "size")
 
 
 def count_statuses(rows: Sequence[tuple[str, int]]) -> dict[str, int]:
@@ -194,6 +202,31 @@ class Plan:
         return self.counts["new"] + self.counts["changed"]
 
 
+def dry_run_counts(spark: SparkSession, where: str, current: Mapping, listed: DataFrame) -> dict[str, int]:
+    """--dry-run's counts: what the run would reuse, and the images it would featurize instead of all.
+
+    Fields of `current` that are None (a weights digest the dry run cannot know without loading the
+    model) are not compared; the run itself compares them all.
+    """
+    base = where.rstrip("/")
+    fs, success = hadoop_fs(spark, f"{base}/_SUCCESS")
+    previous_metadata = read_previous_metadata(read_file(spark, f"{base}/metadata.json"), fs.exists(success), where)
+    known = [(name, keys) for name, keys in MUST_MATCH if _field(current, keys) is not None]
+    check_compatible(previous_metadata, current, where, known)
+    classified = classify(listed, read_previous(spark, where))
+    todo = F.col("status").isin("new", "changed") & (F.col("size") > 0)  # Spark's scan skips empty files
+    rows = classified.groupBy("status").agg(F.count("*").alias("count"), F.sum(todo.cast("long")).alias("todo"))
+    found = rows.collect()  # at most four rows
+    split = count_statuses([(row["status"], row["count"]) for row in found])
+    return {
+        "would_featurize": sum(int(row["todo"] or 0) for row in found),
+        "would_reuse": split["reused"],
+        "new": split["new"],
+        "changed": split["changed"],
+        "removed": split["removed"],
+    }
+
+
 def prepare(spark: SparkSession, where: str, current: Mapping, listed: DataFrame, work: str) -> Plan:
     """Check the previous output at `where`, split the listing, and copy the reused rows to `work`.
 
@@ -213,3 +246,12 @@ def prepare(spark: SparkSession, where: str, current: Mapping, listed: DataFrame
         classified.unpersist()
         raise
     return Plan(found, classified, to_featurize(classified), spark.read.parquet(work))
+
+
+def dry_run_identity(spark: SparkSession, model: str, engine: str, resize: str, weights: str) -> dict:
+    """This run's identity as far as a dry run knows it: a weights file's digest, never a generated one's."""
+    digest = None
+    if weights not in WEIGHT_KEYWORDS:
+        data = read_file(spark, weights)
+        digest = hashlib.sha256(data).hexdigest() if data is not None else None
+    return {"model": model, "engine": engine, "weights": {"sha256": digest}, "config": {"resize": resize}}

@@ -287,7 +287,7 @@ _CLUSTER_DEFAULTS = {
     "weights": "the deployment's staged weights (stack output DefaultWeights), else imagenet",
     "engine": "onnx for the onnx bootstrap profile (DefaultEngine) or an .onnx model, else tf",
 }
-RUN_OPTIONS = ("weights", "engine", "variance", "k", "batch_size", "glob", "threads", "resize")
+RUN_OPTIONS = ("weights", "engine", "variance", "k", "batch_size", "glob", "threads", "resize", "reuse")
 
 
 def _job_options(func: Callable[..., Any]) -> Callable[..., Any]:

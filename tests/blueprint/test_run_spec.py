@@ -49,6 +49,14 @@ def test_an_onnx_model_given_without_an_engine_selects_the_onnx_engine() -> None
         run.with_defaults(RunDefaults(engine="tf")).argv()
 
 
+def test_reuse_is_passed_to_the_job() -> None:
+    run = RunSpec(input="s3://b/raw/", output="s3://b/o/", reuse="s3://b/o/")
+    argv = run.with_defaults(RunDefaults()).argv()
+    assert argv[-2:] == ["--reuse", "s3://b/o/"] and from_argv(argv).reuse == "s3://b/o/"
+    with pytest.raises(RunSpecError, match="--reuse"):
+        RunSpec(input="s3://b/raw/", output="s3://b/o/", reuse="s3://b/raw/").argv()
+
+
 def test_no_defaults_leave_the_job_defaults_and_stack_outputs_round_trip() -> None:
     assert RUN.with_defaults(RunDefaults()).argv() == ["--input", "s3://b/raw/", "--output", "s3://b/results/r1/"]
     published = RunDefaults.from_settings(ONNX).outputs()

@@ -253,3 +253,54 @@ def test_a_previous_output_without_success_is_refused(spark, incremental, weight
     with pytest.raises(UsageError, match="not a complete featurizer output"):
         run(spark, cfg)
     assert not (tmp_path / "new").exists()
+
+
+def _previous_output(root: Path, metadata: dict, rows: dict[str, tuple[int, int]]) -> Path:
+    """A minimal previous output: features/ with the file columns, metadata.json and _SUCCESS."""
+    (root / "features").mkdir(parents=True)
+    table = pa.table(
+        {
+            "path": list(rows),
+            "label": [path.rsplit("/", 2)[-2] for path in rows],
+            "features": [[1.0] * 4 for _ in rows],
+            "pca_features": [[0.5] for _ in rows],
+            "size": [size for size, _ in rows.values()],
+            "modification_time": [mtime for _, mtime in rows.values()],
+        }
+    )
+    pq.write_table(table, root / "features" / "part-0.parquet")
+    (root / "metadata.json").write_text(json.dumps(metadata))
+    (root / "_SUCCESS").write_text("")
+    return root
+
+
+def test_dry_run_counts_what_would_be_reused(spark, tmp_path) -> None:
+    previous = _previous_output(
+        tmp_path / "prev",
+        METADATA,
+        {"s3://b/in/a/1.jpg": (10, 5), "s3://b/in/a/2.jpg": (10, 5), "s3://b/in/a/3.jpg": (10, 5)},
+    )
+    listed = spark.createDataFrame(
+        [
+            ("s3://b/in/a/1.jpg", 10, 5),
+            ("s3://b/in/a/2.jpg", 11, 5),
+            ("s3://b/in/b/4.jpg", 7, 5),
+            ("s3://b/in/b/0.jpg", 0, 5),
+        ],
+        "path string, size long, modification_time long",
+    )
+    unknown_digest = {**METADATA, "weights": {"sha256": None}}  # a dry run with --weights imagenet
+    counts = reuse.dry_run_counts(spark, str(previous), unknown_digest, listed)
+    assert counts == {"would_featurize": 2, "would_reuse": 1, "new": 2, "changed": 1, "removed": 1}
+    with pytest.raises(UsageError, match="engine"):
+        reuse.dry_run_counts(spark, str(previous), {**unknown_digest, "engine": "tf"}, listed)
+    with pytest.raises(UsageError, match="weights digest"):
+        reuse.dry_run_counts(spark, str(previous), {**METADATA, "weights": {"sha256": "cd" * 32}}, listed)
+
+
+def test_dry_run_identity_hashes_a_weights_file_only(spark, tmp_path) -> None:
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"weights")
+    known = reuse.dry_run_identity(spark, "m", "onnx", "exact", str(weights))
+    assert known["weights"]["sha256"] == "9a129038d9a00aed0cf6a7ea059ca50a813449061ab87848cf1a13eafdf33b2c"
+    assert reuse.dry_run_identity(spark, "m", "onnx", "exact", "imagenet")["weights"]["sha256"] is None
