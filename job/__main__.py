@@ -21,6 +21,10 @@ from job.errors import JobError, UsageError
 
 
 def summary(metadata: dict, log: Path | None = None) -> str:
+    if metadata.get("dry_run"):
+        from job.dryrun import text as dry_run_text
+
+        return dry_run_text(metadata) + (f"\nlog: {log}" if log is not None else "")
     counts, pca = metadata["counts"], metadata["pca"]
     text = (
         f"featurized {counts['featurized']} of {counts['listed']} images "

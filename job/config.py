@@ -43,6 +43,7 @@ class JobConfig:
     # Spark's own log on stderr (--verbose).
     quiet: bool = False
     verbose: bool = False
+    dry_run: bool = False  # list, account and plan only: no model, nothing written (job/dryrun.py)
 
     def __post_init__(self) -> None:
         if not self.input:
@@ -142,6 +143,12 @@ OPTIONS: tuple[Option, ...] = (
         "reuse",
         "a previous complete output (may equal --output): images with the same path, size and modification "
         "time keep its features; the rest are featurized and the PCA is refit on all",
+    ),
+    Option(
+        "dry_run",
+        "list, account and plan without loading the model: print how many images would be featurized and "
+        "rejected (and why) and the planned partitions; write nothing",
+        is_flag=True,
     ),
     Option("quiet", "no progress lines (warnings, errors and the summary only)", is_flag=True, exclusive="talk"),
     Option(

@@ -18,13 +18,13 @@ from importlib import metadata as importlib_metadata
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from job import errors, quiet, recovery, reduce, reuse, session, write
+from job import dryrun, errors, quiet, recovery, reduce, reuse, session, write
 from job import model as model_lib
 from job.config import ONNX_ENGINES, JobConfig
 from job.errors import JobFailed, PcaUndefined, UsageError
 from job.featurize import PASSED_THROUGH, EngineSpec, featurize
 from job.progress import Progress, rate_text, stage_input_records
-from job.read import Listing, check_filesystems, list_inputs, read_file, read_images, skipped_reason
+from job.read import Listing, check_filesystems, list_inputs, read_file, read_images, skipped, spread_paths, unlisted
 
 
 class Stage:
@@ -146,14 +146,22 @@ def run_identity(cfg: JobConfig, weights: model_lib.WeightsBlob) -> dict:
     }
 
 
-def account(listing: Listing, staged: DataFrame, spark: SparkSession) -> DataFrame:
-    """Rejected rows for listed files that Spark's scan did not return (zero bytes, or changed meanwhile)."""
-    read_paths = {row.path for row in staged.select("path").collect()}
-    unexpected = read_paths - listing.files
-    if unexpected:
-        raise JobFailed(f"input changed during the run: {len(unexpected)} new file(s), e.g. {min(unexpected)}")
-    skipped = [(path, skipped_reason(spark, path)) for path in sorted(listing.files - read_paths)]
-    return spark.createDataFrame(skipped, schema=write.REJECTED_SCHEMA)
+def account(listing: Listing, returned: DataFrame) -> DataFrame:
+    """Rejected rows for listed files that the scan did not return (zero bytes, or removed/changed meanwhile).
+
+    Two anti-joins on the executors; only a count (and, on failure, one example path) reaches the driver.
+    """
+    extra = unlisted(listing, returned)
+    n_extra = extra.count()
+    if n_extra:
+        example = extra.agg(F.min("path")).first()[0]
+        raise JobFailed(f"input changed during the run: {n_extra} new file(s), e.g. {example}")
+    return skipped(listing, returned)
+
+
+def calibration_pool(listing: Listing, cfg: JobConfig) -> list[str]:
+    """onnx-int8's candidate calibration paths, spread over the listing on the executors (else none)."""
+    return spread_paths(listing, cfg.calibration_images) if cfg.engine == "onnx-int8" else []
 
 
 def library_versions() -> dict[str, str]:
@@ -205,6 +213,7 @@ def run(spark: SparkSession, cfg: JobConfig, run_id: str | None = None, progress
     # Before anything is listed or written: each location's scheme has a filesystem here.
     locations = {"--input": cfg.input, "--output": cfg.output, "--weights": cfg.weights, "--reuse": cfg.reuse or ""}
     check_filesystems(spark, locations)
+    jobs_before = recovery.last_job_id(spark)
     with timer.stage("list") as stage:
         with at_location("--input", cfg.input):
             listing = list_inputs(spark, cfg.input, cfg.glob)
@@ -213,6 +222,8 @@ def run(spark: SparkSession, cfg: JobConfig, run_id: str | None = None, progress
         stage.detail = f"{len(listing):,} images"
     if cfg.k is not None and cfg.k > len(listing):
         raise UsageError(f"--k {cfg.k} is larger than the number of input images ({len(listing)})")
+    if cfg.dry_run:  # no model, no lock, nothing written
+        return dryrun.plan(spark, cfg, listing, timer.stage, recovery.last_job_id(spark) - jobs_before)
     staging = write.staging_uri(cfg.output, run_id)
     # One run per OUTPUT: a live run's lock fails this one here (exit 1), before anything is staged.
     lock = write.OutputLock(spark, cfg.output, run_id, write.lock_ttl(spark))
@@ -269,12 +280,12 @@ def _run_staged(
     first_job = recovery.last_job_id(spark)  # failed task attempts are counted over this run's jobs
     with timer.stage("weights") as stage:
         weights = resolve_weights(spark, cfg)
-        spec = engine_spec(spark, cfg, weights, listing.files)
+        spec = engine_spec(spark, cfg, weights, calibration_pool(listing, cfg))
         stage.detail = f"{weights.source} ({cfg.engine})"
     plan = None
     if cfg.reuse:  # read from the previous output before anything is committed (it may be --output)
         with timer.stage("reuse") as stage, at_location("--reuse", cfg.reuse):
-            listed = reuse.listed_files(listing.source)
+            listed = listing.statuses  # path, size, modification_time (ms), from the listing itself
             plan = reuse.prepare(spark, cfg.reuse, run_identity(cfg, weights), listed, f"{staging}/_work/reused")
             stage.detail = ", ".join(f"{n:,} {name}" for name, n in plan.counts.items())
     to_featurize = len(listing) if plan is None else plan.to_featurize
@@ -329,7 +340,7 @@ def _run_staged(
         returned = returned.unionByName(plan.reused.select("path"))
     with timer.stage("account") as stage:
         rejected = staged.filter(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
-        rejected = rejected.unionByName(account(listing, returned, spark))
+        rejected = rejected.unionByName(account(listing, returned))
         n_featurized, n_rejected = featurized.count(), rejected.count()
         stage.detail = f"{n_featurized:,} featurized, {n_rejected:,} rejected"
     if n_featurized + n_rejected != len(listing):

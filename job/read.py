@@ -1,38 +1,55 @@
-"""Input location -> the full listing and the DataFrame of image bytes.
+"""Input location -> the listing (a DataFrame of file statuses) and the DataFrame of image bytes.
 
-The listing comes from the file index Spark's binaryFile source builds (listed in the JVM, in
-parallel for large trees, brought to Python in one Py4J call), so it stays fast on 20,000+ files
-and on S3. That index holds every matching file, but Spark's scan then silently skips zero-byte
-files: the job compares the scan with this listing, so each listed file ends up featurized or
-rejected with its reason. Names starting with '.' or '_' are hidden by Hadoop convention (like
-_SUCCESS or .crc files) and are not inputs.
+The listing is the file index Spark's binaryFile source builds: listed in the JVM, by a Spark job
+over the folders once a level holds more than spark.sql.sources.parallelPartitionDiscovery.threshold
+(32) of them, and kept there (the scan reuses it). Its statuses become a DataFrame without passing
+through Python, so the driver's Python holds no per-file state and makes no per-file call. That
+index holds every matching file, but Spark's scan then silently skips zero-byte files: the job
+anti-joins the scan's paths with the listing, so each listed file ends up featurized or rejected
+with its reason. Names starting with '.' or '_' are hidden by Hadoop convention (like _SUCCESS or
+.crc files) and are not inputs.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 
 from job.config import WEIGHT_KEYWORDS
-from job.errors import LocationError, UsageError
+from job.errors import JobFailed, LocationError, UsageError
+
+# One element of java.util.List.toString() over Hadoop FileStatus objects (FileStatus.toString; the
+# index holds LocatedFileStatus, or a FileSystem's subclass of it). The greedy path group ends at the
+# last "; isDirectory=", so a path may hold any character.
+STATUS_PATTERN = (
+    r"^\[?\w*FileStatus\{path=(.*); isDirectory=false; length=(\d+); replication=\d+; "
+    r"blocksize=\d+; modification_time=(\d+); "
+)
+ELEMENT_SPLIT = r", (?=\w*FileStatus\{path=)"
+STATUS_CHUNK = 50_000  # statuses turned into text per JVM call: bounds the transient JVM string
+EMPTY_FILE = "empty file (0 bytes)"
+NOT_READ = "listed but not read by Spark (removed or changed while the job ran)"
 
 
 @dataclass(frozen=True, eq=False)
 class Listing:
-    """Every input file (Hadoop path strings, as binaryFile's `path` column writes them).
+    """Every input file: `statuses` is DataFrame(path, size, modification_time) with Hadoop path strings
+    (as binaryFile's `path` column writes them), size in bytes and modification time in ms.
 
     `source` is the binaryFile relation the listing came from: the scan reuses its file index,
-    so the input location is listed once.
+    so the input location is listed once. `count` is the index's size (one JVM call).
     """
 
-    files: frozenset[str]
+    statuses: DataFrame
+    count: int
     source: DataFrame
 
     def __len__(self) -> int:
-        return len(self.files)
+        return self.count
 
 
 def hadoop_fs(spark: SparkSession, uri: str):
@@ -75,10 +92,50 @@ def binary_files(spark: SparkSession, glob: str) -> DataFrameReader:
     return spark.read.format("binaryFile").option("pathGlobFilter", glob).option("recursiveFileLookup", "true")
 
 
-def hadoop_path(uri: str) -> str:
-    """java.net.URI text (file:///a%20b.jpg) -> Hadoop Path text (file:/a b.jpg), as binaryFile writes it."""
-    text = unquote(uri)
-    return "file:/" + text[len("file:///") :] if text.startswith("file:///") else text
+def file_index(source: DataFrame):
+    """The JVM file index (InMemoryFileIndex) behind a binaryFile relation."""
+    return source._jdf.queryExecution().analyzed().relation().location()
+
+
+def status_frame(spark: SparkSession, index) -> DataFrame:
+    """DataFrame(path, size, modification_time) of a file index, built in the JVM.
+
+    Each chunk of statuses becomes one JVM string, split into one element per file and wrapped as a
+    Dataset[String] there (Py4J returns lists and builders as references, not copies); the fields are
+    parsed by Spark SQL on the executors. Python sees a handful of references per 50,000 files.
+    """
+    jvm = spark.sparkContext._jvm
+    files = jvm.scala.collection.JavaConverters.seqAsJavaList(index.allFiles())
+    splitter = jvm.java.util.regex.Pattern.compile(ELEMENT_SPLIT)
+    frames: list[DataFrame] = []
+    total = files.size()
+    for start in range(0, total, STATUS_CHUNK):
+        chunk = files.subList(start, min(total, start + STATUS_CHUNK))
+        text = jvm.java.lang.StringBuilder().append(chunk)
+        elements = splitter.splitAsStream(text).collect(jvm.java.util.stream.Collectors.toList())
+        check_status_text(elements.get(0), elements.size(), chunk.size())
+        dataset = spark._jsparkSession.createDataset(elements, jvm.org.apache.spark.sql.Encoders.STRING())
+        frames.append(DataFrame(dataset.toDF(), spark))
+    if not frames:
+        return spark.createDataFrame([], "path string, size long, modification_time long")
+    text = functools.reduce(DataFrame.unionAll, frames)
+    return text.select(
+        F.regexp_extract("value", STATUS_PATTERN, 1).alias("path"),
+        F.regexp_extract("value", STATUS_PATTERN, 2).cast("long").alias("size"),
+        F.regexp_extract("value", STATUS_PATTERN, 3).cast("long").alias("modification_time"),
+    )
+
+
+def check_status_text(first: str, elements: int, statuses: int) -> None:
+    """JobFailed unless the JVM text of a chunk of statuses splits and parses as expected.
+
+    A FileSystem whose statuses print differently would otherwise lose files silently.
+    """
+    if elements != statuses or re.match(STATUS_PATTERN, first) is None:
+        raise JobFailed(
+            f"cannot read the input listing: {statuses} file statuses gave {elements} entries "
+            f"(first: {first[:200]!r}); please report this with the filesystem in use"
+        )
 
 
 def list_inputs(spark: SparkSession, uri: str, glob: str) -> Listing:
@@ -86,14 +143,43 @@ def list_inputs(spark: SparkSession, uri: str, glob: str) -> Listing:
     fs, root = hadoop_fs(spark, uri)
     if not fs.exists(root):
         raise UsageError(f"input not found: {uri}")
-    source = binary_files(spark, glob).load(uri)
-    index = source._jdf.inputFiles()
-    # URI text has control characters percent-encoded, so a newline never occurs inside an entry.
-    joined = spark.sparkContext._jvm.org.apache.hadoop.util.StringUtils.join("\n", index)
-    files = frozenset(hadoop_path(entry) for entry in joined.split("\n") if entry)
-    if not files:
+    source = binary_files(spark, glob).load(uri)  # lists here, into the relation's file index
+    index = file_index(source)
+    count = int(index.allFiles().size())
+    if not count:
         raise UsageError(f"no file matching {glob!r} under {uri}")
-    return Listing(files, source)
+    return Listing(status_frame(spark, index), count, source)
+
+
+def skipped(listing: Listing, returned: DataFrame) -> DataFrame:
+    """(path, reason) of listed files the scan did not return: a distributed anti-join.
+
+    The reason comes from the listed size: Spark's scan skips zero-byte files; a listed file with
+    bytes that the scan did not return was removed or changed after listing.
+    """
+    missing = listing.statuses.join(returned.select("path"), "path", "left_anti")
+    return missing.select("path", F.when(F.col("size") == 0, EMPTY_FILE).otherwise(NOT_READ).alias("reason"))
+
+
+def unlisted(listing: Listing, returned: DataFrame) -> DataFrame:
+    """Paths the scan returned that the listing lacks (none, unless the input changed): an anti-join."""
+    return returned.select("path").join(listing.statuses.select("path"), "path", "left_anti")
+
+
+def spread_paths(listing: Listing, count: int) -> list[str]:
+    """`count` listed paths spread evenly over the sorted paths (all if fewer), found on the executors.
+
+    The same choice as sorting every path on the driver and taking every (n/count)-th, which this
+    replaces: only the chosen paths reach the driver.
+    """
+    n = len(listing)
+    if n <= count:
+        wanted = set(range(n))
+    else:
+        step = n / count
+        wanted = {int(i * step) for i in range(count)}
+    paths = listing.statuses.rdd.map(lambda row: row.path).sortBy(lambda path: path).zipWithIndex()
+    return sorted(paths.filter(lambda pair: pair[1] in wanted).keys().collect())
 
 
 def read_images(listing: Listing) -> DataFrame:
@@ -123,13 +209,3 @@ def read_file(spark: SparkSession, uri: str) -> bytes | None:
         return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
     finally:
         stream.close()
-
-
-def skipped_reason(spark: SparkSession, path: str) -> str:
-    """Why the binaryFile scan did not return a listed file."""
-    fs, hadoop = hadoop_fs(spark, path)
-    if not fs.exists(hadoop):
-        return "removed while the job ran"
-    if fs.getFileStatus(hadoop).getLen() == 0:
-        return "empty file (0 bytes)"
-    return "listed but not read by Spark (changed while the job ran?)"
