@@ -146,6 +146,19 @@ def run_identity(cfg: JobConfig, weights: model_lib.WeightsBlob) -> dict:
     }
 
 
+def dry_run_reuse(spark: SparkSession, cfg: JobConfig) -> dryrun.MoreCounts | None:
+    """--dry-run --reuse: what the run would reuse and featurize instead (job/reuse.py), for the dry run's report."""
+    if not cfg.reuse:
+        return None
+
+    def counts(listing: Listing) -> dict[str, int]:
+        identity = reuse.dry_run_identity(spark, model_lib.MODEL_NAME, cfg.engine, cfg.resize, cfg.weights)
+        with at_location("--reuse", cfg.reuse):
+            return reuse.dry_run_counts(spark, cfg.reuse, identity, listing.statuses)
+
+    return counts
+
+
 def account(listing: Listing, returned: DataFrame) -> DataFrame:
     """Rejected rows for listed files that the scan did not return (zero bytes, or removed/changed meanwhile).
 
@@ -223,7 +236,8 @@ def run(spark: SparkSession, cfg: JobConfig, run_id: str | None = None, progress
     if cfg.k is not None and cfg.k > len(listing):
         raise UsageError(f"--k {cfg.k} is larger than the number of input images ({len(listing)})")
     if cfg.dry_run:  # no model, no lock, nothing written
-        return dryrun.plan(spark, cfg, listing, timer.stage, recovery.last_job_id(spark) - jobs_before)
+        jobs = recovery.last_job_id(spark) - jobs_before
+        return dryrun.plan(spark, cfg, listing, timer.stage, jobs, dry_run_reuse(spark, cfg))
     staging = write.staging_uri(cfg.output, run_id)
     # One run per OUTPUT: a live run's lock fails this one here (exit 1), before anything is staged.
     lock = write.OutputLock(spark, cfg.output, run_id, write.lock_ttl(spark))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -304,3 +305,42 @@ def test_dry_run_identity_hashes_a_weights_file_only(spark, tmp_path) -> None:
     known = reuse.dry_run_identity(spark, "m", "onnx", "exact", str(weights))
     assert known["weights"]["sha256"] == "9a129038d9a00aed0cf6a7ea059ca50a813449061ab87848cf1a13eafdf33b2c"
     assert reuse.dry_run_identity(spark, "m", "onnx", "exact", "imagenet")["weights"]["sha256"] is None
+
+
+@pytest.mark.slow
+def test_nothing_changed_runs_no_image_through_the_model(spark, incremental, weights_file, tmp_path) -> None:
+    out = tmp_path / "again"
+    cfg = JobConfig(
+        input=str(incremental["source"]), output=str(out), weights=str(weights_file), reuse=str(incremental["out"])
+    )
+    counts = run(spark, cfg)["counts"]
+    assert counts["model_processed"] == 0 and counts["reused"] == counts["featurized"] == 95
+    assert counts["new"] == counts["changed"] == counts["removed"] == 0
+    again = _features(out)
+    assert list(again.index) == list(incremental["after"].index)
+    assert np.stack(again["features"]).tobytes() == np.stack(incremental["after"]["features"]).tobytes()
+
+
+@pytest.mark.slow
+def test_dry_run_reports_what_would_be_reused(spark, incremental, weights_file, tmp_path) -> None:
+    out = tmp_path / "out"
+    cfg = JobConfig(
+        input=str(incremental["source"]),
+        output=str(out),
+        weights=str(weights_file),
+        reuse=str(incremental["out"]),
+        dry_run=True,
+    )
+    report = run(spark, cfg)
+    assert report["dry_run"] is True and not out.exists()
+    assert report["counts"] == {
+        "listed": 95,
+        "would_featurize": 0,
+        "would_reject": 0,
+        "would_reuse": 95,
+        "new": 0,
+        "changed": 0,
+        "removed": 0,
+    }
+    with pytest.raises(UsageError, match="engine"):
+        run(spark, dataclasses.replace(cfg, engine="onnx"))
