@@ -57,15 +57,17 @@ def plan(
     spark: SparkSession,
     cfg: JobConfig,
     listing: Listing,
-    stage,
+    timer,
     listing_jobs: int = -1,
     more_counts: MoreCounts | None = None,
 ) -> dict:
     """The dry run's report (the run's metadata.json shape where it can be): counts, reasons, partitions.
 
-    `stage` is the run's Timer.stage; `listing_jobs` the Spark jobs the listing ran (parallel listing).
+    `timer` is the run's Timer (its stages are reported); `listing_jobs` the Spark jobs the listing ran
+    (> 0: Spark listed the folders in parallel).
     """
     check_weights_exist(spark, cfg.weights)
+    stage = timer.stage
     with stage("account") as info:
         empty = empty_files(listing)
         info.detail = f"{empty:,} empty"
@@ -94,6 +96,7 @@ def plan(
             "batch_size": cfg.batch_size,
         },
         "listing_spark_jobs": listing_jobs,
+        "timings_s": timer.seconds,
     }
 
 

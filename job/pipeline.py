@@ -237,7 +237,7 @@ def run(spark: SparkSession, cfg: JobConfig, run_id: str | None = None, progress
         raise UsageError(f"--k {cfg.k} is larger than the number of input images ({len(listing)})")
     if cfg.dry_run:  # no model, no lock, nothing written
         jobs = recovery.last_job_id(spark) - jobs_before
-        return dryrun.plan(spark, cfg, listing, timer.stage, jobs, dry_run_reuse(spark, cfg))
+        return dryrun.plan(spark, cfg, listing, timer, jobs, dry_run_reuse(spark, cfg))
     staging = write.staging_uri(cfg.output, run_id)
     # One run per OUTPUT: a live run's lock fails this one here (exit 1), before anything is staged.
     lock = write.OutputLock(spark, cfg.output, run_id, write.lock_ttl(spark))
