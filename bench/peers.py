@@ -196,7 +196,7 @@ def peers_section(results: dict) -> list[str]:
         lines.append(
             f"| {run['name']} | {run['wall_s']:.1f} | {ratios} | {run.get('images', n)} | "
             f"{run.get('model_processed', '-')} | {_cell(agree.get('max_relative'), '.2e')} | "
-            f"{_cell(agree.get('min_cosine'), '.6f')} | {run.get('k', '-')} | {run.get('note', '')} |"
+            f"{_cell(agree.get('min_cosine'), '.7f')} | {run.get('k', '-')} | {run.get('note', '')} |"
         )
     lines += _lead_lines(rows, ours)
     check = next((r.get("pca_check") for r in rows if r.get("pca_check")), None)

@@ -1,6 +1,10 @@
 """The benchmark (issues 5, 12): raw model vs the job (stage and whole run) vs the seed's approach, in one run.
 
     .venv/bin/python -m bench.run [--n 2000] [--scale 4] [--engines tf,onnx] [--seed-n N]
+        [--peers spark-udf,ray-data | none]
+
+Peers (bench/peers.py) run at N on the same images and cores, after the jobs; their features are
+compared with the tf job's output at N (kept for that), their times with the job's.
 
 Writes bench/results.json, bench/RESULTS.md and bench/stages.png (or --out). Every comparison is a
 ratio of two numbers measured in this run on this machine; absolute times are reported, never
@@ -24,6 +28,7 @@ from pathlib import Path
 
 from bench import int8_quality
 from bench.dataset import FRUITS, make_image_set, make_weights, source_images
+from bench.peers import PEERS, peers_section
 from bench.procs import TreeSampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,11 +110,22 @@ def run_raw(engine: str, model: Path, images: Path, threads: int, procs: int, ba
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_job(engine: str, images: Path, n: int, weights: Path, work: Path, cores: int, repeat: int, raw: dict) -> dict:
+def run_job(
+    engine: str,
+    images: Path,
+    n: int,
+    weights: Path,
+    work: Path,
+    cores: int,
+    repeat: int,
+    raw: dict,
+    keep_output: bool = False,
+) -> dict:
     """The job in a fresh process (end-to-end = spawn to the end of its first run), then warm repeats.
 
     `raw` (model, images, procs, threads, batch_size, seconds) has the raw throughput measured
-    right before each warm repeat and after the last one (see bench/job_runner.py).
+    right before each warm repeat and after the last one (see bench/job_runner.py). With
+    `keep_output`, the output stays (result "output") for the peers' feature agreement.
     """
     output = work / f"job-{engine}-{n}"
     cmd = [sys.executable, "-m", "bench.job_runner", "--input", str(images), "--output", str(output)]
@@ -119,7 +135,8 @@ def run_job(engine: str, images: Path, n: int, weights: Path, work: Path, cores:
         for key in ("seconds", "procs", "threads", "batch_size"):
             cmd += [f"--raw-{key.replace('_', '-')}", str(raw[key])]
     _, _, lines, marks = timed_tree(cmd, work / f"job-{engine}-{n}.log", timeout=3600)
-    shutil.rmtree(output, ignore_errors=True)
+    if not keep_output:
+        shutil.rmtree(output, ignore_errors=True)
     cold = marks[0]["metadata"]
     timings = cold["timings_s"]
     result = {
@@ -135,6 +152,8 @@ def run_job(engine: str, images: Path, n: int, weights: Path, work: Path, cores:
         "onnx_model": cold.get("onnx_model"),
         "memory_mib": marks[0]["peaks"],
     }
+    if keep_output:
+        result["output"] = str(output)
     if len(marks) > 1:
         raws = [json.loads(line[4:])["images_per_s"] for line in lines if line.startswith("RAW ")]
         result["warm"] = steady_state([m["metadata"] for m in marks[1:]], raws, n)
@@ -189,6 +208,37 @@ def run_seed(images: Path, n: int, weights: Path, work: Path, cores: int) -> dic
     report = json.loads(next(line for line in lines if line.startswith("SEED_REPORT "))[12:])
     shutil.rmtree(output, ignore_errors=True)
     return {"images": n, "wall_s": wall, **report, "memory_mib": peaks}
+
+
+def run_peer(peer: str, images: Path, n: int, weights: Path, work: Path, layout: dict, ours: Path | None) -> dict:
+    """A peer (bench/peers.py) in a fresh process on the job's cores and layout; end-to-end = spawn to output.
+
+    `ours`: the job's output on the same images, for the feature agreement. A peer that is not
+    installed or fails is recorded with the reason, not fatal: the rest of the run stands.
+    """
+    from bench.peers import compare_outputs, missing_requirement
+
+    reason = missing_requirement(peer)
+    if reason:
+        print(f"peer {peer}: skipped, {reason}", file=sys.stderr)
+        return {"name": peer, "skipped": reason}
+    output, log = work / f"peer-{peer}-{n}", work / f"peer-{peer}-{n}.log"
+    cmd = [sys.executable, "-m", "bench.peers", peer, "--input", str(images), "--output", str(output)]
+    cmd += ["--weights", str(weights), "--cores", str(layout["cores"]), "--batch-size", str(layout["batch_size"])]
+    cmd += ["--task-cpus", str(layout["threads_per_task"]), "--threads", str(layout["threads_per_task"])]
+    try:
+        _, _, lines, marks = timed_tree(cmd, log, timeout=3600)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"peer {peer}: failed ({exc})", file=sys.stderr)
+        return {"name": peer, "skipped": f"failed: {str(exc)[:200]}"}
+    result = {"name": peer, "wall_s": marks[0]["at_s"], **marks[0]["report"], "memory_mib": marks[0]["peaks"]}
+    check = next((json.loads(line[11:]) for line in lines if line.startswith("PEER_CHECK ")), None)
+    if check:
+        result["pca_check"] = check
+    if ours is not None:
+        result["agreement"] = compare_outputs(ours / "features", output)
+    shutil.rmtree(output, ignore_errors=True)
+    return result
 
 
 def machine() -> dict:
@@ -270,6 +320,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cores", type=int, default=os.cpu_count(), help="local[cores] for the job and the seed")
     p.add_argument("--out", type=Path, default=REPO / "bench", help="folder for results.json and RESULTS.md")
     p.add_argument("--keep", action="store_true", help="keep the temporary images, weights and logs")
+    p.add_argument(
+        "--peers", default=",".join(PEERS), help=f"comma-separated peers at N ({', '.join(PEERS)}; 'none' = skip)"
+    )
     p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the onnx-int8 section (needs onnx)")
     return p.parse_args(argv)
 
@@ -298,6 +351,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) -> dict:
     layout = job_layout(args.cores)
+    peers = [p.strip() for p in args.peers.split(",") if p.strip() not in ("", "none")]
+    if set(peers) - set(PEERS):
+        raise ValueError(f"unknown peers {sorted(set(peers) - set(PEERS))}; known: {', '.join(PEERS)}")
+    reference = "tf" if "tf" in engines else engines[0]  # the peers run the Keras model, as the tf engine does
     sources = source_images()
     weights = make_weights(work / "weights" / "mobilenet_v2_calibrated.weights.h5", sources)
     sizes = [args.n, args.n * args.scale]
@@ -339,6 +396,7 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
             "seed_n": seed_n,
             "warm_repeats": args.warm_repeats,
             "layout": layout,
+            "peers": peers,
         },
         "raw": {},
         "jobs": [],
@@ -371,7 +429,8 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
                 "batch_size": layout["batch_size"],
                 "seconds": args.raw_seconds,
             }
-            results["jobs"].append(run_job(engine, sets[n], n, weights, work, args.cores, repeat, paired))
+            keep = bool(peers) and engine == reference and n == args.n  # the peers' feature reference
+            results["jobs"].append(run_job(engine, sets[n], n, weights, work, args.cores, repeat, paired, keep))
     for engine in engines:
         results["raw"][engine].append(raw(engine, *job_shape, "after the jobs"))
     if "onnx" in engines and args.int8:  # raw int8 vs fp32 in the job's layout, and quality on the sample
@@ -382,6 +441,10 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
         results["int8"] = int8_quality.bench_int8(models["onnx"], FRUITS, work, raw_pair, work / "model-cache")
     if seed_n:
         results["seed"] = run_seed(sets[seed_n], seed_n, weights, work, args.cores)
+    if peers:
+        ours = next((Path(j["output"]) for j in results["jobs"] if "output" in j), None)
+        runs = [run_peer(peer, sets[args.n], args.n, weights, work, layout, ours) for peer in peers]
+        results["peers"] = {"images": args.n, "reference_engine": reference, "runs": runs}
     results["load_after"] = os.getloadavg()
     results["busy_after"] = busy_processes(os.getpid())
     return results
@@ -588,6 +651,7 @@ def markdown(r: dict) -> str:
             f"{mem['driver_python_mib']:.0f} MiB, JVM {mem['jvm_mib']:.0f} MiB, "
             f"worker max {mem['worker_max_mib']:.0f} MiB.",
         ]
+    lines += peers_section(r)
     lines += ["", "## Targets (ratios within this run)", ""]
     ratio = r.get("ratios", {})
     for engine in cfg["engines"]:
