@@ -39,13 +39,6 @@ MUST_MATCH: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def listed_files(source: DataFrame) -> DataFrame:
-    """(path, size, modification_time) of a binaryFile relation: no file's bytes are read."""
-    return source.select(
-        "path", F.col("length").alias("size"), F.unix_millis("modificationTime").alias("modification_time")
-    )
-
-
 def _field(metadata: Mapping, keys: Sequence[str]) -> object:
     value: object = metadata
     for key in keys:

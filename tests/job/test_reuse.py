@@ -344,3 +344,21 @@ def test_dry_run_reports_what_would_be_reused(spark, incremental, weights_file, 
     }
     with pytest.raises(UsageError, match="engine"):
         run(spark, dataclasses.replace(cfg, engine="onnx"))
+
+
+@pytest.mark.slow
+def test_a_failed_incremental_run_into_its_previous_output_changes_nothing(
+    spark, incremental, weights_file, monkeypatch
+) -> None:
+    out = incremental["out"]
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("injected: the PCA fit failed")
+
+    monkeypatch.setattr("job.reduce.fit_pca", fail)  # after the reused rows were copied to staging
+    cfg = JobConfig(input=str(incremental["source"]), output=str(out), weights=str(weights_file), reuse=str(out))
+    with pytest.raises(RuntimeError, match="injected"):
+        run(spark, cfg)
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["in", "out"]
