@@ -64,6 +64,22 @@ def test_engine_and_calibration_options() -> None:
         JobConfig(input="in", output="out", engine="onnx-int8", calibration_images=0)
 
 
+def test_cluster_run_spec_and_featurizer_run_accept_the_engine() -> None:
+    """The launcher's run spec validates engines with the job's table: onnx-int8 passes, with its options."""
+    from click.testing import CliRunner
+
+    from blueprint.run_spec import RunDefaults, RunSpec
+    from launcher.cli import main as cli
+
+    spec = RunSpec(input="s3://b/in", output="s3://b/out", engine="onnx-int8", extra=("--calibration-images", "64"))
+    spec = spec.with_defaults(RunDefaults(weights="s3://b/model.onnx", engine="onnx"))
+    assert spec.engine == "onnx-int8"  # the user's engine wins over the profile's default
+    argv = spec.argv()
+    assert argv[argv.index("--engine") + 1] == "onnx-int8" and argv[-2:] == ["--calibration-images", "64"]
+    help_text = " ".join(CliRunner().invoke(cli, ["run", "--help"]).output.split())
+    assert "onnx-int8" in help_text and "--calibration-images" in help_text
+
+
 # ---- the quality metrics (pure functions) -----------------------------------------------------------
 
 
