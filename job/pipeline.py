@@ -15,6 +15,7 @@ from contextlib import contextmanager, redirect_stdout, suppress
 from dataclasses import asdict
 from importlib import metadata as importlib_metadata
 
+from pyspark import Accumulator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -136,14 +137,23 @@ def engine_spec(
     )
 
 
-def run_identity(cfg: JobConfig, weights: model_lib.WeightsBlob) -> dict:
+def run_identity(cfg: JobConfig, weights: model_lib.WeightsBlob, spec: EngineSpec) -> dict:
     """What metadata.json records of the model that makes the features: --reuse compares it (job/reuse.py)."""
     return {
         "model": model_lib.MODEL_NAME,
         "engine": cfg.engine,
         "weights": {"sha256": weights.sha256},
         "config": {"resize": cfg.resize},
+        "quantization": {"cache_key": (spec.quantization or {}).get("cache_key")},
     }
+
+
+def featurize_count(spark: SparkSession, group: str, processed: Accumulator, whole_listing: bool) -> Callable[[], int]:
+    """The featurize progress count. With --reuse the scan also reads the reused images' files (then
+    dropped by the join), so its input records would run ahead: count images the model finished instead."""
+    if whole_listing:
+        return lambda: stage_input_records(spark, group)
+    return lambda: int(processed.value)
 
 
 def dry_run_reuse(spark: SparkSession, cfg: JobConfig) -> dryrun.MoreCounts | None:
@@ -300,7 +310,7 @@ def _run_staged(
     if cfg.reuse:  # read from the previous output before anything is committed (it may be --output)
         with timer.stage("reuse") as stage, at_location("--reuse", cfg.reuse):
             listed = listing.statuses  # path, size, modification_time (ms), from the listing itself
-            plan = reuse.prepare(spark, cfg.reuse, run_identity(cfg, weights), listed, f"{staging}/_work/reused")
+            plan = reuse.prepare(spark, cfg.reuse, run_identity(cfg, weights, spec), listed, f"{staging}/_work/reused")
             stage.detail = ", ".join(f"{n:,} {name}" for name, n in plan.counts.items())
     to_featurize = len(listing) if plan is None else plan.to_featurize
     processed = spark.sparkContext.accumulator(0)
@@ -323,7 +333,7 @@ def _run_staged(
         with (
             session.runtime_conf(spark, stage_conf),
             session.job_group(spark, group),
-            progress.counting("featurize", to_featurize, lambda: stage_input_records(spark, group)),
+            progress.counting("featurize", to_featurize, featurize_count(spark, group, processed, plan is None)),
         ):
             try:
                 write.write_table(featurize(images, spec, cfg.batch_size, processed), work)

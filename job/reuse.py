@@ -36,6 +36,9 @@ MUST_MATCH: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model", ("model",)),
     ("engine", ("engine",)),
     ("resize mode", ("config", "resize")),
+    # onnx-int8: the quantized model, which depends on its calibration images (a fixed --calibration set
+    # keeps it; calibrating on a grown --input does not). Absent (None) on both sides for other engines.
+    ("int8 model (quantization.cache_key)", ("quantization", "cache_key")),
 )
 
 
@@ -51,12 +54,12 @@ def incompatibility(
 ) -> str | None:
     """Why features of the run described by `previous` (its metadata.json) cannot be mixed with this one's.
 
-    Both are metadata.json-shaped dicts; a field missing from `previous` counts as a mismatch.
+    Both are metadata.json-shaped dicts; a field missing from one side only (an older run's) is a mismatch.
     `fields`: what is compared (a dry run, which loads no weights, may not know every digest).
     """
     for name, keys in fields:
         before, now = _field(previous, keys), _field(current, keys)
-        if before is None or before != now:
+        if before != now:
             shown = before if before is not None else "not recorded"
             return f"its {name} is {shown}, this run's is {now}"
     return None

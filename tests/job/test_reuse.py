@@ -42,6 +42,7 @@ def test_identical_model_is_compatible() -> None:
         ({"engine": "tf"}, "engine"),
         ({"model": "another"}, "model"),
         ({"config": {"resize": "fast"}}, "resize mode"),
+        ({"quantization": {"cache_key": "int8-of-other-calibration"}}, "int8 model"),
     ],
 )
 def test_any_model_difference_is_refused_in_one_line(changed: dict, named: str) -> None:
@@ -362,3 +363,12 @@ def test_a_failed_incremental_run_into_its_previous_output_changes_nothing(
         run(spark, cfg)
     assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["in", "out"]
+
+
+def test_featurize_progress_counts_model_images_when_reusing() -> None:
+    """With --reuse the scan's input records include the reused images' files: the model's count is used."""
+    from types import SimpleNamespace
+
+    from job.pipeline import featurize_count
+
+    assert featurize_count(None, "group", SimpleNamespace(value=7), whole_listing=False)() == 7
