@@ -20,6 +20,7 @@ from bench.peers import (
     normalize_path,
     numpy_pca,
     pca_deviation,
+    pca_is_wrong,
     peers_section,
     read_features,
     standardize,
@@ -60,6 +61,7 @@ def test_pca_deviation_of_numpy_own_fit_is_nil() -> None:
     assert check["max_ratio_diff_leading"] < 1e-12
     assert min(check["leading_cosines"]) == pytest.approx(1.0, abs=1e-9)
     assert check["orthonormality_error"] < 1e-12
+    assert not pca_is_wrong(check)
 
 
 def test_pca_deviation_exposes_wrong_components_and_ratios() -> None:
@@ -79,6 +81,7 @@ def test_pca_deviation_exposes_wrong_components_and_ratios() -> None:
     assert check["first_ratio_fit"] == pytest.approx(check["first_ratio_numpy"] / 10)
     assert check["max_ratio_diff_leading"] == pytest.approx(ratios[0] * 0.9)
     assert check["k_fit"] > check["k_numpy"]
+    assert pca_is_wrong(check)
 
 
 def test_feature_agreement_is_relative_to_each_images_largest_feature() -> None:
@@ -160,8 +163,12 @@ def test_peers_section_flags_spark_ml_pca_with_its_numbers() -> None:
         "orthonormality_error": 1e-3,
     }
     text = "\n".join(peers_section(results))
-    assert "Spark ML's PCA is numerically wrong here" in text
+    assert "Spark ML's PCA is numerically wrong here" in text and "not usable" in text
     assert "0.2720" in text and "0.0270" in text and "k = 300, numpy k = 200" in text
+    agreeing = {"k_fit": 200, "captured_by_fit_k": 0.995, "first_ratio_fit": 0.272, "max_ratio_diff_leading": 0.0}
+    results["peers"]["runs"][0]["pca_check"].update(agreeing, leading_cosines=[1.0, 1.0], orthonormality_error=0.0)
+    text = "\n".join(peers_section(results))
+    assert "Spark ML's PCA agreed with numpy in this run" in text and "wrong here" not in text
     assert peers_section({"jobs": [], "config": {}}) == []  # no peers run: no section
 
 
