@@ -52,6 +52,7 @@ def test_one_cli_style_with_defaults_and_help_everywhere() -> None:
         "--glob",
         "--threads",
         "--resize",
+        "--reuse",
     } <= cluster_flags
 
 
