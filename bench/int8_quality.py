@@ -265,7 +265,8 @@ def markdown_section(r: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """`python -m bench.int8_quality`: the bench's INT8 section alone (bench.run runs it in the full bench)."""
+    """`python -m bench.int8_quality`: the bench's INT8 section alone; bench.run runs it so, in a fresh process
+    (its own holds TensorFlow, and quantizing beside it overflowed a shared 24 GB machine)."""
     import argparse
     import hashlib
     import json
@@ -277,6 +278,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--images", type=Path, default=FRUITS, help="class folders of JPEGs (default: the bench's)")
+    p.add_argument("--model", type=Path, help="the fp32 ONNX model (default: convert the bench's weights)")
+    p.add_argument("--cache", type=Path, help="model cache folder (default: a temporary one)")
     p.add_argument("--raw-seconds", type=float, default=15.0)
     p.add_argument("--cores", type=int, default=os.cpu_count())
     p.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -284,18 +287,21 @@ def main(argv: list[str] | None = None) -> dict:
     layout = job_layout(args.cores)
     with tempfile.TemporaryDirectory(prefix="featurizer-int8-bench-") as tmp:
         work = Path(tmp)
-        weights = make_weights(work / "mobilenet_v2_calibrated.weights.h5", source_images()).read_bytes()
-        fp32_model = work / "model.onnx"
-        os.environ["FEATURIZER_CACHE_DIR"] = str(work / "model-cache")
-        fp32_model.write_bytes(
-            cached_keras_weights_to_onnx(weights, ".weights.h5", hashlib.sha256(weights).hexdigest())[0]
-        )
+        cache = args.cache or work / "model-cache"
+        fp32_model = args.model
+        if fp32_model is None:
+            weights = make_weights(work / "mobilenet_v2_calibrated.weights.h5", source_images()).read_bytes()
+            fp32_model = work / "model.onnx"
+            os.environ["FEATURIZER_CACHE_DIR"] = str(cache)
+            fp32_model.write_bytes(
+                cached_keras_weights_to_onnx(weights, ".weights.h5", hashlib.sha256(weights).hexdigest())[0]
+            )
 
         def raw(engine: str, model: Path) -> dict:
             procs, threads = layout["concurrent_tasks"], layout["threads_per_task"]
             return run_raw(engine, model, args.images, threads, procs, layout["batch_size"], args.raw_seconds)
 
-        result = bench_int8(fp32_model, args.images, work, raw, work / "model-cache")
+        result = bench_int8(fp32_model, args.images, work, raw, cache)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     print("\n".join(markdown_section(result)))

@@ -110,6 +110,15 @@ def run_raw(engine: str, model: Path, images: Path, threads: int, procs: int, ba
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_int8(fp32_model: Path, work: Path, cores: int, raw_seconds: float) -> dict:
+    """bench/int8_quality.py's section in a fresh process: this one holds TensorFlow (see its main)."""
+    out = work / "int8.json"
+    cmd = [sys.executable, "-m", "bench.int8_quality", "--model", str(fp32_model), "--cache", str(work / "model-cache")]
+    cmd += ["--cores", str(cores), "--raw-seconds", str(raw_seconds), "--out", str(out)]
+    subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=3600, check=True)
+    return json.loads(out.read_text())
+
+
 def run_job(
     engine: str,
     images: Path,
@@ -434,11 +443,7 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
     for engine in engines:
         results["raw"][engine].append(raw(engine, *job_shape, "after the jobs"))
     if "onnx" in engines and args.int8:  # raw int8 vs fp32 in the job's layout, and quality on the sample
-
-        def raw_pair(engine: str, model: Path) -> dict:
-            return run_raw(engine, model, FRUITS, job_shape[1], job_shape[0], layout["batch_size"], args.raw_seconds)
-
-        results["int8"] = int8_quality.bench_int8(models["onnx"], FRUITS, work, raw_pair, work / "model-cache")
+        results["int8"] = run_int8(models["onnx"], work, args.cores, args.raw_seconds)
     if seed_n:
         results["seed"] = run_seed(sets[seed_n], seed_n, weights, work, args.cores)
     if peers:
