@@ -182,7 +182,8 @@ def peers_section(results: dict) -> list[str]:
     rows = list(peers["runs"])
     seed = results.get("seed")
     if seed and seed["images"] == n:
-        rows.insert(0, {"name": "seed notebook", "wall_s": seed["wall_s"], "note": "bench/seed_notebook.py"})
+        keep = {key: seed[key] for key in ("images", "model_processed", "k") if key in seed}
+        rows.insert(0, {"name": "seed notebook", "wall_s": seed["wall_s"], **keep, "note": "bench/seed_notebook.py"})
     reference = peers.get("reference_engine")
     lines = [
         "",

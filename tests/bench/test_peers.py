@@ -130,7 +130,7 @@ def _results(peer_walls: dict[str, float], jobs: dict[str, float], n: int = 100)
         "jobs": [{"engine": e, "images": n, "wall_s": w} for e, w in jobs.items()]
         + [{"engine": "tf", "images": 4 * n, "wall_s": 999.0}],
         "peers": {"images": n, "reference_engine": "tf", "runs": runs},
-        "seed": {"images": n, "wall_s": 300.0},
+        "seed": {"images": n, "wall_s": 300.0, "model_processed": 3 * n, "k": 91},
     }
 
 
@@ -138,7 +138,7 @@ def test_peers_table_has_each_peers_ratio_to_each_engine_and_says_who_leads() ->
     text = "\n".join(peers_section(_results({"spark-udf": 60.0}, {"tf": 40.0, "onnx": 30.0})))
     assert "| peer | end-to-end s | peer / job (onnx) | peer / job (tf) |" in text
     assert "| spark-udf | 60.0 | 2.00 | 1.50 | 100 | 100 | 2.00e-06 | 0.9999999 | 90 |" in text
-    assert "| seed notebook | 300.0 | 10.00 | 7.50 |" in text
+    assert "| seed notebook | 300.0 | 10.00 | 7.50 | 100 | 300 | - | - | 91 |" in text
     assert "| ray-data | - | - | - |" in text and "not installed" in text
     assert "The job (onnx, 30.0 s) leads every peer; the closest takes 2.00x." in text
 
