@@ -204,7 +204,6 @@ def markdown(r: dict) -> str:
             "|---|---:|",
         ]
         lines += [f"| {k} | {v} |" for k, v in d["timings_s"].items()]
-        lines += ["", "Rejected by reason: " + ", ".join(f"{n:,} {k}" for k, n in (d.get("rejected") or {}).items())]
     return "\n".join(lines) + "\n"
 
 

@@ -23,13 +23,15 @@ from job.config import WEIGHT_KEYWORDS
 from job.errors import JobFailed, LocationError, UsageError
 
 # One element of java.util.List.toString() over Hadoop FileStatus objects (FileStatus.toString; the
-# index holds LocatedFileStatus, or a FileSystem's subclass of it). The greedy path group ends at the
-# last "; isDirectory=", so a path may hold any character.
+# index holds LocatedFileStatus, or a FileSystem's subclass of it), cut after its modification time
+# by ELEMENT_SPLIT, which consumes each element's tail (access time, owner, permission, ...): the
+# rows the driver keeps until the listing is used are then less than half as long. The greedy path
+# group ends at the last "; isDirectory=", so a path may hold any character.
 STATUS_PATTERN = (
     r"^\[?\w*FileStatus\{path=(.*); isDirectory=false; length=(\d+); replication=\d+; "
-    r"blocksize=\d+; modification_time=(\d+); "
+    r"blocksize=\d+; modification_time=(\d+)$"
 )
-ELEMENT_SPLIT = r", (?=\w*FileStatus\{path=)"
+ELEMENT_SPLIT = r"; access_time=\d+; .*?\}(?:, (?=\w*FileStatus\{path=)|\]$)"
 STATUS_CHUNK = 50_000  # statuses turned into text per JVM call: bounds the transient JVM string
 EMPTY_FILE = "empty file (0 bytes)"
 NOT_READ = "listed but not read by Spark (removed or changed while the job ran)"
