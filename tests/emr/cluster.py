@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,19 +93,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Any, what: str, timeout: float, *, poll: float = 0.2, alive: Any = None) -> Any:
-    """Poll ``check()`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_until(
+    check: Callable[[], Any],
+    what: str,
+    timeout: float,
+    *,
+    poll: float = 0.2,
+    stopped: Callable[[], str | None] | None = None,
+    tolerate: tuple[type[BaseException], ...] = (OSError, ValueError),
+) -> Any:
+    """Poll ``check()`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    ``stopped()`` returns why waiting is pointless (the process that should make ``check`` true has
+    ended), else None: the wait then fails at once with that reason. Errors in ``tolerate`` raised by
+    ``check`` (a file read while it is being written) count as "not yet".
+    """
     deadline = time.monotonic() + timeout
     while True:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(*tolerate):
             value = check()
             if value:
                 return value
-        if alive is not None and not alive():
-            raise RuntimeError(f"{what}: the process died")
+        reason = stopped() if stopped is not None else None
+        if reason:
+            raise AssertionError(f"{what}: {reason}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout:.0f}s")
         time.sleep(poll)
+
+
+def process_ended(process: subprocess.Popen, who: str = "the process") -> Callable[[], str | None]:
+    """A ``stopped`` callback for wait_until: the reason once ``process`` has exited."""
+    return lambda: None if process.poll() is None else f"{who} ended first (exit {process.returncode})"
 
 
 # --- AWS (moto_server) ----------------------------------------------------------------------------
@@ -131,7 +150,7 @@ class Moto:
             lambda: urllib.request.urlopen(f"{self.url}/moto-api/", timeout=2).close() is None,
             "moto_server",
             30,
-            alive=lambda: self.process.poll() is None,
+            stopped=process_ended(self.process, "moto_server"),
         )
         return self
 

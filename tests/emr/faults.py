@@ -290,17 +290,12 @@ def worker_daemon_pid(cluster: emu.StandaloneCluster, n: int) -> int:
 
 
 def wait_for(check, what: str, timeout: float, *, process: subprocess.Popen | None = None, poll: float = 0.1):
-    """Poll ``check()`` until truthy; fail early if ``process`` (the step's driver) has exited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: the step ended first (exit {process.returncode})")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(poll)
+    """Poll ``check()`` until truthy; fail early if ``process`` (the step's driver) has exited.
+
+    ``check`` errors are not tolerated here: a fault test's checks read what the test itself controls.
+    """
+    stopped = emu.process_ended(process, "the step") if process is not None else None
+    return emu.wait_until(check, what, timeout, poll=poll, stopped=stopped, tolerate=())
 
 
 # --- a step run in the background (to be faulted while it runs) --------------------------------------
