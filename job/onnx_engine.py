@@ -118,6 +118,25 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def read_cached(path: Path, record: dict) -> bytes | None:
+    """A valid cached model at `path`, or None (a miss; an unreadable or incompatible file is noted in
+    record["cache_error"] and treated as a miss: the cache never fails a run). Sets record["from_cache"]."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        record["cache_error"] = f"could not read the cache: {exc}"
+        return None
+    try:
+        validate(data)
+    except IncompatibleModel as exc:
+        record["cache_error"] = f"cached model ignored: {exc}"
+        return None
+    record["from_cache"] = True
+    return data
+
+
 def cached_keras_weights_to_onnx(
     weights_bytes: bytes,
     suffix: str,
@@ -137,20 +156,9 @@ def cached_keras_weights_to_onnx(
     path = cache_dir() / f"{key}.onnx"
     record: dict = {"from_cache": False, "cache_key": key, "cache_file": str(path), "conversion_s": None}
     record["cache_error"] = None
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = None
-    except OSError as exc:
-        data, record["cache_error"] = None, f"could not read the cache: {exc}"
+    data = read_cached(path, record)
     if data is not None:
-        try:
-            validate(data)
-        except IncompatibleModel as exc:
-            record["cache_error"] = f"cached model ignored: {exc}"
-        else:
-            record["from_cache"] = True
-            return data, record
+        return data, record
     start = time.perf_counter()
     if before_conversion is not None:
         before_conversion()

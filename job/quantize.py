@@ -146,20 +146,9 @@ def cached_quantize(onnx_bytes: bytes, contents: list[bytes], resize: str) -> tu
     path = onnx_engine.cache_dir() / f"int8-{key}.onnx"
     record: dict = {**covers, "from_cache": False, "cache_key": key, "cache_file": str(path)}
     record.update(quantization_s=None, calibration_decoded=None, cache_error=None)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = None
-    except OSError as exc:
-        data, record["cache_error"] = None, f"could not read the cache: {exc}"
+    data = onnx_engine.read_cached(path, record)
     if data is not None:
-        try:
-            onnx_engine.validate(data)
-        except onnx_engine.IncompatibleModel as exc:
-            record["cache_error"] = f"cached model ignored: {exc}"
-        else:
-            record["from_cache"] = True
-            return data, record
+        return data, record
     start = time.perf_counter()
     pixels = calibration_batch(contents, resize)
     data = quantize(onnx_bytes, pixels)
