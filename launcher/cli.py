@@ -546,30 +546,20 @@ def cluster_up(state: State, **params: Any) -> None:
     submitting.parse_s3_uri(params["output_uri"], option="--output")
     outputs = resolve(state.aws(), params["stack"]) if params["stack"] else None
     bucket, prefix = _bucket_and_prefix(params["bucket"], params["prefix"], outputs)
-    log_uri = params["log_uri"] or (outputs and outputs.log_uri) or f"s3://{bucket}/logs/"
-    submitting.parse_s3_uri(log_uri, option="--log-uri")
+    given = clusters.Placement(
+        log_uri=params["log_uri"],
+        service_role=params["service_role"],
+        instance_profile=params["instance_profile"],
+        security_configuration=params["security_configuration"],
+        subnets=tuple(params["subnets"]),
+        name=params["name"],
+    )
+    target = clusters.target_for(bucket, prefix, given, settings, outputs)
     source = "cdk.json" + (" and --context" if params["context"] else "")
     run = _run_spec(params, RunDefaults.from_settings(settings, source=source))
     submitting.step_args(run)  # the job's own checks first: they name the real problem
     if outputs is not None:
         submitting.check_role_scope(run, outputs.bucket)
-    target = clusters.Target(
-        bucket=bucket,
-        prefix=prefix,
-        log_uri=log_uri,
-        roles=clusters.Roles(
-            service_role=params["service_role"] or (outputs and outputs.service_role) or "EMR_DefaultRole",
-            instance_profile=params["instance_profile"]
-            or (outputs and outputs.instance_profile)
-            or "EMR_EC2_DefaultRole",
-            security_configuration=params["security_configuration"] or (outputs and outputs.security_configuration),
-        ),
-        subnet_ids=tuple(
-            params["subnets"] or (outputs.subnet_ids if outputs is not None else ()) or settings.subnet_ids
-        ),
-        security_groups=outputs.security_groups if outputs is not None and not params["subnets"] else None,
-        name=params["name"],
-    )
     started = clusters.up(
         state.aws(), settings, run, target, out_dir=params["out_dir"], progress=upload_progress(sys.stderr)
     )

@@ -22,6 +22,7 @@ from launcher import submit as submitting
 from launcher.aws import Aws
 from launcher.deploy import ProgressFactory, find_requirements_key, find_script_key
 from launcher.errors import ConfigError
+from launcher.stack import StackOutputs
 
 
 def settings_from(overrides: Mapping[str, object], cdk_json: Path | None = None) -> Settings:
@@ -94,6 +95,44 @@ class Target:
     subnet_ids: tuple[str, ...] = ()
     security_groups: emr_spec.SecurityGroups | None = None
     name: str | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the user gave for where the cluster runs; None / empty means: the stack's, else the default."""
+
+    log_uri: str | None = None
+    service_role: str | None = None
+    instance_profile: str | None = None
+    security_configuration: str | None = None
+    subnets: tuple[str, ...] = ()
+    name: str | None = None
+
+
+def target_for(
+    bucket: str, prefix: str, given: Placement, settings: Settings, outputs: StackOutputs | None = None
+) -> Target:
+    """The Target: each field from `given`, else the stack's outputs, else EMR's defaults or cdk.json.
+
+    The stack's security groups only apply in the stack's own subnets (given subnets may be another VPC's).
+    """
+    log_uri = given.log_uri or (outputs and outputs.log_uri) or f"s3://{bucket}/logs/"
+    submitting.parse_s3_uri(log_uri, option="--log-uri")
+    roles = Roles(
+        service_role=given.service_role or (outputs and outputs.service_role) or "EMR_DefaultRole",
+        instance_profile=given.instance_profile or (outputs and outputs.instance_profile) or "EMR_EC2_DefaultRole",
+        security_configuration=given.security_configuration or (outputs and outputs.security_configuration),
+    )
+    stack_subnets = outputs.subnet_ids if outputs is not None else ()
+    return Target(
+        bucket=bucket,
+        prefix=prefix,
+        log_uri=log_uri,
+        roles=roles,
+        subnet_ids=tuple(given.subnets or stack_subnets or settings.subnet_ids),
+        security_groups=outputs.security_groups if outputs is not None and not given.subnets else None,
+        name=given.name,
+    )
 
 
 @dataclass(frozen=True)

@@ -208,3 +208,32 @@ def test_transient_cluster_bootstraps_offline_from_the_deployed_wheelhouse(proje
         "BootstrapActions"
     ]
     assert "--wheelhouse" not in action["Args"]
+
+
+def test_target_takes_each_field_from_the_user_then_the_stack_then_the_defaults() -> None:
+    from launcher.stack import StackOutputs
+
+    settings = load_settings()
+    groups = emr_spec.SecurityGroups(primary="sg-p", core_task="sg-c")
+    stack = StackOutputs(
+        name="S", cluster_id="j-1", bucket=BUCKET, service_role="stack-service", instance_profile="stack-profile",
+        security_configuration="stack-sc", log_uri=f"s3://{LOGS_BUCKET}/stack/", subnet_ids=("subnet-stack",),
+        security_groups=groups,
+    )  # fmt: skip
+    bare = clusters.target_for(BUCKET, "artifacts/", clusters.Placement(), settings)
+    assert bare.log_uri == f"s3://{BUCKET}/logs/"
+    assert (bare.roles.service_role, bare.roles.instance_profile) == ("EMR_DefaultRole", "EMR_EC2_DefaultRole")
+    assert bare.roles.security_configuration is None and bare.security_groups is None
+    assert bare.subnet_ids == tuple(settings.subnet_ids)
+
+    from_stack = clusters.target_for(BUCKET, "artifacts/", clusters.Placement(name="n"), settings, stack)
+    assert from_stack.log_uri == f"s3://{LOGS_BUCKET}/stack/" and from_stack.name == "n"
+    assert from_stack.roles == clusters.Roles("stack-service", "stack-profile", "stack-sc")
+    assert from_stack.subnet_ids == ("subnet-stack",) and from_stack.security_groups == groups
+
+    given = clusters.Placement(log_uri=f"s3://{LOGS_BUCKET}/mine/", service_role="mine", subnets=("subnet-other",))
+    mine = clusters.target_for(BUCKET, "artifacts/", given, settings, stack)
+    assert mine.log_uri == f"s3://{LOGS_BUCKET}/mine/" and mine.roles.service_role == "mine"
+    assert mine.roles.instance_profile == "stack-profile"
+    # Given subnets may be another VPC's: the stack's security groups do not follow them there.
+    assert mine.subnet_ids == ("subnet-other",) and mine.security_groups is None
