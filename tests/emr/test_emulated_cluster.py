@@ -26,6 +26,7 @@ from blueprint import emr_spec
 from blueprint.errors import RunSpecError
 from blueprint.run_spec import RunDefaults, RunSpec
 from infra.cluster import console_run
+from tests import contract
 from tests.emr import cluster as emu
 from tests.emr.conftest import BUCKET, PER_CLASS, STACK, Emulation, Node, Project, StepRun
 
@@ -193,15 +194,7 @@ def check_output_contract(out: Path, metadata: dict, expected: dict[str, str]) -
     assert counts == {"listed": n, "featurized": n, "rejected": 0, "model_processed": n}
     assert counts["listed"] == counts["featurized"] + counts["rejected"]
 
-    schema = pq.read_schema(next((out / "features").glob("*.parquet")))
-    assert [(f.name, str(f.type)) for f in schema] == [
-        ("path", "string"),
-        ("label", "string"),
-        ("features", "list<element: float>"),
-        ("pca_features", "list<element: double>"),
-        ("size", "int64"),  # the file's, for a later run's --reuse
-        ("modification_time", "int64"),
-    ]
+    assert contract.features_schema(out) == contract.FEATURES_SCHEMA
     features = pq.read_table(out / "features").to_pandas().sort_values("path").reset_index(drop=True)
     assert dict(zip(features["path"], features["label"], strict=True)) == expected
     assert {len(v) for v in features["features"]} == {1280}

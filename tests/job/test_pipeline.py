@@ -19,6 +19,7 @@ from PIL import Image
 from job import write
 from job.config import JobConfig, UsageError
 from job.pipeline import JobFailed, run
+from tests import contract
 from tests.conftest import REPO, fruit_images
 
 pytestmark = pytest.mark.slow
@@ -44,15 +45,7 @@ def test_output_layout(fruits_run) -> None:
 
 def test_schema_counts_and_labels(fruits_run, fruits_dir) -> None:
     metadata, out = fruits_run
-    schema = pq.read_schema(next((out / "features").glob("*.parquet")))
-    assert [(f.name, str(f.type)) for f in schema] == [
-        ("path", "string"),
-        ("label", "string"),
-        ("features", "list<element: float>"),
-        ("pca_features", "list<element: double>"),
-        ("size", "int64"),  # the file's, for a later run's --reuse
-        ("modification_time", "int64"),
-    ]
+    assert contract.features_schema(out) == contract.FEATURES_SCHEMA
     features = read_table(out / "features")
     images = fruit_images()
     assert len(features) == len(images) > 0
