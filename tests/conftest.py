@@ -21,6 +21,9 @@ NO_SKIPS = os.environ.get("FEATURIZER_NO_SKIPS") == "1"
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The CDK app runs on the machine's Node (20 here, end-of-life): jsii would print its notice as Python bytes
+# in every test process that imports infra/ (tests/infra and tests/emr alike).
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 
 def fruit_images() -> list[Path]:
