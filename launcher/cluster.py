@@ -118,9 +118,10 @@ def target_for(
     """
     log_uri = given.log_uri or (outputs and outputs.log_uri) or f"s3://{bucket}/logs/"
     submitting.parse_s3_uri(log_uri, option="--log-uri")
+    default = Roles()
     roles = Roles(
-        service_role=given.service_role or (outputs and outputs.service_role) or "EMR_DefaultRole",
-        instance_profile=given.instance_profile or (outputs and outputs.instance_profile) or "EMR_EC2_DefaultRole",
+        service_role=given.service_role or (outputs and outputs.service_role) or default.service_role,
+        instance_profile=given.instance_profile or (outputs and outputs.instance_profile) or default.instance_profile,
         security_configuration=given.security_configuration or (outputs and outputs.security_configuration),
     )
     stack_subnets = outputs.subnet_ids if outputs is not None else ()
