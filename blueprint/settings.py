@@ -21,7 +21,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -376,30 +376,10 @@ def spark_memory(settings: Settings) -> SparkMemory:
     fleets = {"core_instance_type": (settings.core_instance_type,)}
     if settings.task_instance_count > 0:
         fleets["task_instance_types"] = settings.task_instance_types
-    for key, names in fleets.items():
-        unknown = [name for name in names if name not in INSTANCE_TYPES]
-        if unknown:
-            raise SettingsError(
-                f"setting {key!r}: no executor sizing figures for {', '.join(unknown)}; use one of "
-                f"{', '.join(INSTANCE_TYPES)} or add it to blueprint.settings.INSTANCE_TYPES with AWS's "
-                "published yarn.nodemanager.resource.memory-mb"
-            )
-    owners = {name: key for key, names in fleets.items() for name in names}
-    smallest = min(owners, key=lambda name: (INSTANCE_TYPES[name].yarn_memory_mb, INSTANCE_TYPES[name].vcpus))
-    container = min(INSTANCE_TYPES[n].yarn_memory_mb for n in owners) // EXECUTORS_PER_NODE // 32 * 32
     engine = settings.bootstrap_profile
+    smallest, container, cores = executor_sizing(fleets, engine)
     worker = PYTHON_WORKER_MB[engine] + WORKER_HEADROOM_MB
-    max_cores = max(1, min(INSTANCE_TYPES[n].vcpus for n in owners) // EXECUTORS_PER_NODE)
-    for cores in range(max_cores, 0, -1):
-        heap = _heap_for(container - cores * worker)
-        if heap >= MIN_HEAP_MB:
-            break
-    else:
-        raise SettingsError(
-            f"setting {owners[smallest]!r}: {smallest} gives YARN containers of {container} MiB (half its "
-            f"{INSTANCE_TYPES[smallest].yarn_memory_mb} MiB), too small for one {engine} Python worker "
-            f"({worker} MiB) plus a {MIN_HEAP_MB} MiB executor heap; use a type with more memory per vCPU"
-        )
+    heap = _heap_for(container - cores * worker)
     driver_python = worker + DRIVER_PYTHON_EXTRA_MB
     core = settings.core_instance_type
     driver_container = INSTANCE_TYPES[core].yarn_memory_mb // EXECUTORS_PER_NODE // 32 * 32
@@ -419,6 +399,37 @@ def spark_memory(settings: Settings) -> SparkMemory:
         driver_memory_mb=driver_heap,
         driver_overhead_mb=driver_python + _jvm_overhead(driver_heap),
     )
+
+
+def executor_sizing(fleets: Mapping[str, Sequence[str]], engine: str) -> tuple[str, int, int]:
+    """(smallest type, container MiB, executor cores) for fleets keyed by their setting name; see spark_memory.
+
+    Also used by the cost estimate (blueprint/estimate.py), which sizes clusters that are not settings.
+    """
+    for key, names in fleets.items():
+        unknown = [name for name in names if name not in INSTANCE_TYPES]
+        if unknown:
+            raise SettingsError(
+                f"setting {key!r}: no executor sizing figures for {', '.join(unknown)}; use one of "
+                f"{', '.join(INSTANCE_TYPES)} or add it to blueprint.settings.INSTANCE_TYPES with AWS's "
+                "published yarn.nodemanager.resource.memory-mb"
+            )
+    owners = {name: key for key, names in fleets.items() for name in names}
+    smallest = min(owners, key=lambda name: (INSTANCE_TYPES[name].yarn_memory_mb, INSTANCE_TYPES[name].vcpus))
+    container = min(INSTANCE_TYPES[n].yarn_memory_mb for n in owners) // EXECUTORS_PER_NODE // 32 * 32
+    worker = PYTHON_WORKER_MB[engine] + WORKER_HEADROOM_MB
+    max_cores = max(1, min(INSTANCE_TYPES[n].vcpus for n in owners) // EXECUTORS_PER_NODE)
+    for cores in range(max_cores, 0, -1):
+        heap = _heap_for(container - cores * worker)
+        if heap >= MIN_HEAP_MB:
+            break
+    else:
+        raise SettingsError(
+            f"setting {owners[smallest]!r}: {smallest} gives YARN containers of {container} MiB (half its "
+            f"{INSTANCE_TYPES[smallest].yarn_memory_mb} MiB), too small for one {engine} Python worker "
+            f"({worker} MiB) plus a {MIN_HEAP_MB} MiB executor heap; use a type with more memory per vCPU"
+        )
+    return smallest, container, cores
 
 
 def _heap_for(budget_mb: int) -> int:

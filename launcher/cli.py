@@ -197,6 +197,98 @@ def package(out_dir: Path) -> None:
     click.echo(f"entry  {built.entry_path}")
 
 
+@main.command(short_help="Expected cluster time, nodes and cost of a run, before you start it.")
+@click.option("--images", type=click.IntRange(min=1), required=True, help="Images to featurize.")
+@click.option(
+    "--engine",
+    type=click.Choice(["tf", "onnx", "onnx-int8"]),
+    default=None,
+    help="Engine (default: the settings' bootstrap profile).",
+)
+@click.option("--stack", help="Size the cluster a deployed stack declares (reads its template; needs AWS).")
+@click.option("--core-type", help="Core node instance type (default: the settings' or the stack's).")
+@click.option("--core-count", type=click.IntRange(min=1), help="Core nodes.")
+@click.option("--task-type", "task_types", multiple=True, help="Task fleet instance type (repeatable).")
+@click.option("--task-count", type=click.IntRange(min=0), help="Task nodes (default: the initial capacity).")
+@click.option(
+    "--scaled", is_flag=True, help="Task nodes at managed scaling's maximum (scaling_max_units less the core nodes)."
+)
+@click.option("--on-demand-tasks", is_flag=True, help="Price task nodes on demand instead of spot.")
+@click.option(
+    "--startup-minutes",
+    type=click.FloatRange(min=0),
+    default=12.0,
+    show_default=True,
+    help="Provisioning + bootstrap before the job starts (an assumption; 0 for a running cluster).",
+)
+@click.option(
+    "--spot-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Spot price as a fraction of on-demand (default: blueprint/prices.json's assumption).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Show the arithmetic and where every figure comes from.")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+@pass_state
+def estimate(
+    state: State,
+    images: int,
+    engine: str | None,
+    stack: str | None,
+    core_type: str | None,
+    core_count: int | None,
+    task_types: tuple[str, ...],
+    task_count: int | None,
+    scaled: bool,
+    on_demand_tasks: bool,
+    startup_minutes: float,
+    spot_fraction: float | None,
+    verbose: bool,
+    as_json: bool,
+) -> None:
+    """Estimate (not a quote) the cluster time, node count and on-demand/spot cost of featurizing
+    --images images, from the bench's measured per-vCPU throughput and recorded list prices."""
+    import dataclasses
+
+    from blueprint import estimate as est
+    from blueprint.settings import load_settings
+
+    settings = load_settings()
+    if stack:
+        from launcher.stack import template
+
+        shape = est.ClusterShape.from_template(template(state.aws(), stack), stack)
+    else:
+        shape = est.ClusterShape.from_settings(settings)
+    shape = est.override(
+        shape,
+        core_type=core_type,
+        core_count=core_count,
+        task_types=task_types,
+        task_count=task_count,
+        scaled=scaled,
+        spot=False if on_demand_tasks else None,
+    )
+    result = est.estimate(
+        images,
+        engine or settings.bootstrap_profile,
+        shape,
+        est.ThroughputTable.load(),
+        est.PriceTable.load(),
+        startup_minutes=startup_minutes,
+        spot_fraction=spot_fraction,
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                dataclasses.asdict(result) | {"cluster_seconds": result.cluster_seconds, "source": shape.source},
+                indent=2,
+            )
+        )
+        return
+    for line in est.report(result, shape, verbose=verbose):
+        click.echo(line)
+
+
 # --- AWS --------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from blueprint.emr_spec import SecurityGroups
 from blueprint.run_spec import RunDefaults
@@ -75,3 +77,16 @@ def _security_groups(outputs: dict[str, str]) -> SecurityGroups | None:
     if not primary or not core_task:
         return None
     return SecurityGroups(primary, core_task, outputs.get("ServiceAccessSecurityGroup") or None)
+
+
+def template(aws: Aws, name: str) -> dict[str, Any]:
+    """The deployed stack's template as a dict (CDK deploys JSON; boto3 parses it): what the stack declares."""
+    body = aws.call("cloudformation", "get_template", StackName=name, TemplateStage="Original").get("TemplateBody")
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except json.JSONDecodeError:
+            raise StackOutputsMissing(f"stack {name}: its template is not JSON (a CDK stack's is)") from None
+    if not isinstance(body, dict):
+        raise StackOutputsMissing(f"stack {name}: it has no readable template")
+    return body

@@ -53,7 +53,7 @@ def test_tree_sampler_stop_keeps_the_peaks_and_ends_sampling() -> None:
 @pytest.mark.slow
 def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
     fruit_images()
-    args = ["--n", "6", "--scale", "2", "--engines", "onnx", "--seed-n", "0"]
+    args = ["--n", "6", "--scale", "2", "--engines", "onnx", "--seed-n", "0", "--peers", "none"]  # peers: test_peers
     args += ["--raw-seconds", "1", "--warm-repeats", "2"]
     results = main([*args, "--out", str(tmp_path)])
     on_disk = json.loads((tmp_path / "results.json").read_text())
