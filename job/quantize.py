@@ -210,7 +210,9 @@ def for_run(spark, cfg, input_files: Collection[str], onnx_bytes: bytes) -> tupl
     paths = calibration_paths(files, cfg.calibration_images)
     contents = read_calibration(spark, paths)
     if not contents:
-        raise ValueError(f"no readable calibration image under {cfg.calibration or cfg.input}")
+        from job.errors import UsageError
+
+        raise UsageError(f"--engine onnx-int8: no readable calibration image under {cfg.calibration or cfg.input}")
     data, record = cached_quantize(onnx_bytes, contents, cfg.resize)
     record = {
         "calibration_source": source,

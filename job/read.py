@@ -24,17 +24,21 @@ from job.errors import JobFailed, LocationError, UsageError
 
 # One element of java.util.List.toString() over Hadoop FileStatus objects (FileStatus.toString; the
 # index holds LocatedFileStatus, or a FileSystem's subclass of it), cut after its modification time
-# by ELEMENT_SPLIT, which consumes each element's tail (access time, owner, permission, ...): the
-# rows the driver keeps until the listing is used are then less than half as long. The greedy path
-# group ends at the last "; isDirectory=", so a path may hold any character.
+# by ELEMENT_SPLIT, which consumes each element's tail (access time, owner, permission, ...) up to
+# the next element's start: the rows the driver keeps until the listing is used are then less than
+# half as long. The tail may run past the closing brace (S3A's statuses append " isEmptyDirectory=...
+# eTag=..."). The greedy path group ends at the last "; isDirectory=", so a path may hold any character.
 STATUS_PATTERN = (
     r"^\[?\w*FileStatus\{path=(.*); isDirectory=false; length=(\d+); replication=\d+; "
     r"blocksize=\d+; modification_time=(\d+)$"
 )
-ELEMENT_SPLIT = r"; access_time=\d+; .*?\}(?:, (?=\w*FileStatus\{path=)|\]$)"
+ELEMENT_SPLIT = r"; access_time=\d+; .*?(?:, (?=\w*FileStatus\{path=)|\]$)"
 STATUS_CHUNK = 50_000  # statuses turned into text per JVM call: bounds the transient JVM string
 EMPTY_FILE = "empty file (0 bytes)"
 NOT_READ = "listed but not read by Spark (removed or changed while the job ran)"
+# Every element must parse (check_status_text looks at the first, Spark SQL at each): a file is never
+# dropped silently because its FileSystem prints its status differently.
+UNREADABLE_STATUS = "cannot read the input listing: a file status in an unknown format (please report it)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,21 +112,36 @@ def status_frame(spark: SparkSession, index) -> DataFrame:
     """
     jvm = spark.sparkContext._jvm
     files = jvm.scala.collection.JavaConverters.seqAsJavaList(index.allFiles())
-    splitter = jvm.java.util.regex.Pattern.compile(ELEMENT_SPLIT)
     frames: list[DataFrame] = []
     total = files.size()
     for start in range(0, total, STATUS_CHUNK):
         chunk = files.subList(start, min(total, start + STATUS_CHUNK))
-        text = jvm.java.lang.StringBuilder().append(chunk)
-        elements = splitter.splitAsStream(text).collect(jvm.java.util.stream.Collectors.toList())
+        elements, frame = split_statuses(spark, jvm.java.lang.StringBuilder().append(chunk))
         check_status_text(elements.get(0), elements.size(), chunk.size())
-        dataset = spark._jsparkSession.createDataset(elements, jvm.org.apache.spark.sql.Encoders.STRING())
-        frames.append(DataFrame(dataset.toDF(), spark))
+        frames.append(frame)
     if not frames:
         return spark.createDataFrame([], "path string, size long, modification_time long")
-    text = functools.reduce(DataFrame.unionAll, frames)
+    return parse_statuses(functools.reduce(DataFrame.unionAll, frames))
+
+
+def split_statuses(spark: SparkSession, text) -> tuple[object, DataFrame]:
+    """(JVM list, DataFrame(value)) of one JVM string holding a List<FileStatus>'s text: one row per file,
+    split in the JVM (Python holds references only)."""
+    jvm = spark.sparkContext._jvm
+    splitter = jvm.java.util.regex.Pattern.compile(ELEMENT_SPLIT)
+    elements = splitter.splitAsStream(text).collect(jvm.java.util.stream.Collectors.toList())
+    return elements, DataFrame(
+        spark._jsparkSession.createDataset(elements, jvm.org.apache.spark.sql.Encoders.STRING()).toDF(), spark
+    )
+
+
+def parse_statuses(text: DataFrame) -> DataFrame:
+    """DataFrame(value) of status texts -> (path, size, modification_time), on the executors; a text that
+    does not parse fails the job that reads it (raise_error) instead of dropping its file."""
+    path = F.regexp_extract("value", STATUS_PATTERN, 1)
+    unreadable = F.concat(F.lit(f"{UNREADABLE_STATUS}: "), F.substring("value", 1, 200))
     return text.select(
-        F.regexp_extract("value", STATUS_PATTERN, 1).alias("path"),
+        F.when(path == "", F.raise_error(unreadable)).otherwise(path).alias("path"),
         F.regexp_extract("value", STATUS_PATTERN, 2).cast("long").alias("size"),
         F.regexp_extract("value", STATUS_PATTERN, 3).cast("long").alias("modification_time"),
     )

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame
 from job.config import DEFAULT_GLOB
 from job.errors import JobFailed
 from job.pipeline import account
-from job.read import EMPTY_FILE, NOT_READ, list_inputs, spread_paths
+from job.read import EMPTY_FILE, NOT_READ, UNREADABLE_STATUS, list_inputs, parse_statuses, split_statuses, spread_paths
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -65,6 +65,45 @@ def test_the_listing_is_a_dataframe_of_every_matching_file(spark, tree) -> None:
         local = Path(path.removeprefix("file:"))
         assert row.size == local.stat().st_size
         assert abs(row.modification_time - local.stat().st_mtime * 1000) < 1000
+
+
+TAIL = "access_time=0; owner=u; group=g; permission=rw-r--r--; isSymlink=false; hasAcl=false; isEncrypted=false; "
+
+
+def status_text(kind: str, path: str, size: int, mtime: int, after: str = "") -> str:
+    head = f"{kind}{{path={path}; isDirectory=false; length={size}; replication=1; blocksize=33554432; "
+    return f"{head}modification_time={mtime}; {TAIL}isErasureCoded=false}}{after}"
+
+
+def test_status_texts_of_every_filesystem_shape_parse_in_the_jvm(spark) -> None:
+    """Plain, located and S3A statuses (S3A prints more after the closing brace), and paths with the
+    separators in them; split with the job's own JVM pattern, parsed by the job's own SQL."""
+    statuses = [
+        status_text("LocatedFileStatus", "file:/in/a b/x, y}.jpg", 10, 1),
+        status_text(
+            "S3ALocatedFileStatus", "s3a://bucket/k/1.jpg", 0, 2, " isEmptyDirectory=FALSE eTag=abc versionId=null"
+        ),
+        status_text("FileStatus", "s3://bucket/k/2; v.jpg", 7, 3),
+        status_text("S3AFileStatus", "s3a://bucket/k/3.jpg", 9, 4, " isEmptyDirectory=UNKNOWN eTag=d versionId=e"),
+    ]
+    text = spark.sparkContext._jvm.java.lang.StringBuilder().append("[" + ", ".join(statuses) + "]")
+    elements, frame = split_statuses(spark, text)
+    assert elements.size() == len(statuses)
+    rows = [tuple(row) for row in parse_statuses(frame).collect()]
+    assert rows == [
+        ("file:/in/a b/x, y}.jpg", 10, 1),
+        ("s3a://bucket/k/1.jpg", 0, 2),
+        ("s3://bucket/k/2; v.jpg", 7, 3),
+        ("s3a://bucket/k/3.jpg", 9, 4),
+    ]
+
+
+def test_a_status_text_that_does_not_parse_fails_instead_of_dropping_its_file(spark) -> None:
+    good = status_text("LocatedFileStatus", "file:/in/a.jpg", 10, 1)
+    frame = spark.createDataFrame([(good,), ("WeirdStatus(path=file:/in/b.jpg)",)], "value string")
+    with pytest.raises(Exception, match="unknown format"):
+        parse_statuses(frame).collect()
+    assert "please report" in UNREADABLE_STATUS
 
 
 def test_accounting_is_an_anti_join_with_reasons(spark, tree) -> None:
