@@ -152,6 +152,8 @@ class Throughput:
 
 @dataclass(frozen=True)
 class ThroughputTable:
+    """blueprint/throughput.json: per-engine figures, the machine and run they were measured on."""
+
     machine: str
     measured: str
     source: str
@@ -183,6 +185,8 @@ class Price:
 
 @dataclass(frozen=True)
 class PriceTable:
+    """blueprint/prices.json: list prices per instance type, with their region, date and source."""
+
     region: str
     date: str
     source: str
@@ -314,6 +318,8 @@ def estimate(
             f"/h x {hours:.3f} h = ${n.count * (ec2 + n.price.emr_per_hour) * hours:,.2f}"
         )
     lines.append(f"prices: {prices.region}, {prices.date}, {prices.source}")
+    if any(n.spot for n in nodes):
+        lines.append(f"spot: {prices.spot_note}")
     return Estimate(images, engine, tuple(nodes), slots, startup, job, on_demand, configured, fraction, tuple(lines))
 
 
