@@ -26,9 +26,13 @@ MoreCounts = Callable[[Listing], Mapping[str, int]]
 
 
 def empty_files(listing: Listing) -> int:
-    """How many listed files have zero bytes (Spark's scan would skip them): one aggregate."""
-    row = listing.statuses.agg(F.sum(F.when(F.col("size") == 0, 1).otherwise(0)).alias("empty")).first()
-    return int(row["empty"] or 0)
+    """How many listed files have zero bytes (Spark's scan would skip them): one aggregate per chunk of
+    the listing, so the driver JVM holds one chunk's rows at a time (a dry run writes nothing to stage them)."""
+    total = 0
+    for chunk in listing.chunks():
+        row = chunk.agg(F.sum(F.when(F.col("size") == 0, 1).otherwise(0)).alias("empty")).first()
+        total += int(row["empty"] or 0)
+    return total
 
 
 def not_inputs(spark: SparkSession, uri: str, matched: int) -> dict[str, int]:

@@ -8,13 +8,20 @@ index holds every matching file, but Spark's scan then silently skips zero-byte 
 anti-joins the scan's paths with the listing, so each listed file ends up featurized or rejected
 with its reason. Names starting with '.' or '_' are hidden by Hadoop convention (like _SUCCESS or
 .crc files) and are not inputs.
+
+The listing's rows (path, size, modification time) are built from the index in chunks of
+STATUS_CHUNK files, each a Dataset in the JVM. They are built only when used: a real run writes
+them chunk by chunk to its staging folder and reads them back (`stage_listing`), so the driver
+holds one chunk at a time and no plan keeps them in memory; a dry run counts empty files chunk by
+chunk. Only what needs the whole listing as one in-memory DataFrame (`Listing.statuses` before
+staging: a dry run with --reuse, calibration folders) keeps every row in the driver JVM.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
@@ -41,18 +48,33 @@ NOT_READ = "listed but not read by Spark (removed or changed while the job ran)"
 UNREADABLE_STATUS = "cannot read the input listing: a file status in an unknown format (please report it)"
 
 
-@dataclass(frozen=True, eq=False)
 class Listing:
-    """Every input file: `statuses` is DataFrame(path, size, modification_time) with Hadoop path strings
+    """Every input file. `statuses` is DataFrame(path, size, modification_time) with Hadoop path strings
     (as binaryFile's `path` column writes them), size in bytes and modification time in ms.
 
     `source` is the binaryFile relation the listing came from: the scan reuses its file index,
-    so the input location is listed once. `count` is the index's size (one JVM call).
+    so the input location is listed once. `count` is the index's size (one JVM call). Until the
+    listing is staged (`stage_listing`), `statuses` is built from the index on first use and then
+    held in memory (a LocalRelation per chunk); `chunks()` yields the same rows one chunk at a time.
     """
 
-    statuses: DataFrame
-    count: int
-    source: DataFrame
+    def __init__(self, source: DataFrame, count: int, statuses: DataFrame | None = None) -> None:
+        self.source = source
+        self.count = count
+        self._statuses = statuses
+
+    @property
+    def statuses(self) -> DataFrame:
+        if self._statuses is None:
+            self._statuses = status_frame(self.source.sparkSession, file_index(self.source))
+        return self._statuses
+
+    def chunks(self) -> Iterator[DataFrame]:
+        """The statuses as DataFrames of at most STATUS_CHUNK rows (the whole, once built or staged)."""
+        if self._statuses is not None:
+            yield self._statuses
+        else:
+            yield from status_chunks(self.source.sparkSession, file_index(self.source))
 
     def __len__(self) -> int:
         return self.count
@@ -103,25 +125,45 @@ def file_index(source: DataFrame):
     return source._jdf.queryExecution().analyzed().relation().location()
 
 
-def status_frame(spark: SparkSession, index) -> DataFrame:
-    """DataFrame(path, size, modification_time) of a file index, built in the JVM.
+def status_chunks(spark: SparkSession, index) -> Iterator[DataFrame]:
+    """DataFrame(path, size, modification_time) per STATUS_CHUNK files of a file index, built in the JVM.
 
     Each chunk of statuses becomes one JVM string, split into one element per file and wrapped as a
     Dataset[String] there (Py4J returns lists and builders as references, not copies); the fields are
-    parsed by Spark SQL on the executors. Python sees a handful of references per 50,000 files.
+    parsed by Spark SQL on the executors. Python sees a handful of references per chunk, and holds
+    only the yielded chunk's: a caller that drops each chunk after use lets the JVM free its rows.
     """
     jvm = spark.sparkContext._jvm
     files = jvm.scala.collection.JavaConverters.seqAsJavaList(index.allFiles())
-    frames: list[DataFrame] = []
     total = files.size()
     for start in range(0, total, STATUS_CHUNK):
         chunk = files.subList(start, min(total, start + STATUS_CHUNK))
         elements, frame = split_statuses(spark, jvm.java.lang.StringBuilder().append(chunk))
         check_status_text(elements.get(0), elements.size(), chunk.size())
-        frames.append(frame)
+        del elements, chunk  # the JVM list of texts: the Dataset holds its own copy of the rows
+        yield parse_statuses(frame)
+
+
+def status_frame(spark: SparkSession, index) -> DataFrame:
+    """The whole listing as one in-memory DataFrame (the union of `status_chunks`)."""
+    frames = list(status_chunks(spark, index))
     if not frames:
         return spark.createDataFrame([], "path string, size long, modification_time long")
-    return parse_statuses(functools.reduce(DataFrame.unionAll, frames))
+    return functools.reduce(DataFrame.unionAll, frames)
+
+
+def stage_listing(listing: Listing, uri: str) -> Listing:
+    """The listing written to `uri` (Parquet, one file per chunk) and read back from there.
+
+    Chunk by chunk: the driver JVM holds one chunk's rows at a time, and the returned listing's plan
+    holds a Parquet scan instead of every row. Executors may be lost later (spot nodes): what they
+    read back is in the staging folder, not in a cache that died with them.
+    """
+    spark = listing.source.sparkSession
+    for frame in listing.chunks():
+        frame.coalesce(1).write.mode("append").parquet(uri)
+        del frame  # its rows can go as soon as Py4J releases the reference
+    return Listing(listing.source, listing.count, spark.read.parquet(uri))
 
 
 def split_statuses(spark: SparkSession, text) -> tuple[object, DataFrame]:
@@ -169,7 +211,7 @@ def list_inputs(spark: SparkSession, uri: str, glob: str) -> Listing:
     count = int(index.allFiles().size())
     if not count:
         raise UsageError(f"no file matching {glob!r} under {uri}")
-    return Listing(status_frame(spark, index), count, source)
+    return Listing(source, count)
 
 
 def skipped(listing: Listing, returned: DataFrame) -> DataFrame:

@@ -101,6 +101,15 @@ def spark_conf(cfg: JobConfig) -> dict[str, str]:
         "spark.sql.files.maxPartitionBytes": str(OPEN_COST_BYTES * cfg.batch_size * MAX_BATCHES_PER_TASK),
         "spark.sql.parquet.compression.codec": "snappy",
         "spark.ui.showConsoleProgress": "false",
+        # The input's file index (Spark's binaryFile listing, held in the driver JVM for the whole run)
+        # without block locations: plain statuses (listStatus) instead of LocatedFileStatus with a
+        # BlockLocation each. Measured: 0.57 instead of 0.69 KB of live heap per listed file. S3 has
+        # no locality (EMRFS reports "localhost"), and small images are one block each anyway.
+        "spark.sql.sources.ignoreDataLocality": "true",
+        # No session-wide cache of listed files (meant for Hive partitioned tables; 250 MB by default):
+        # it kept a listing's statuses after its index was gone (e.g. the dry run's second listing),
+        # up to ~60 MB per listed folder. The job lists each location once.
+        "spark.sql.hive.filesourcePartitionFileCacheSize": "0",
     }
 
 

@@ -14,10 +14,21 @@ from PIL import Image
 from pyspark import RDD
 from pyspark.sql import DataFrame
 
+from job import read
 from job.config import DEFAULT_GLOB
+from job.dryrun import empty_files
 from job.errors import JobFailed
 from job.pipeline import account
-from job.read import EMPTY_FILE, NOT_READ, UNREADABLE_STATUS, list_inputs, parse_statuses, split_statuses, spread_paths
+from job.read import (
+    EMPTY_FILE,
+    NOT_READ,
+    UNREADABLE_STATUS,
+    list_inputs,
+    parse_statuses,
+    split_statuses,
+    spread_paths,
+    stage_listing,
+)
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -132,6 +143,41 @@ def test_spread_paths_picks_evenly_over_sorted_paths(spark, tree) -> None:
     assert spread_paths(listing, 4) == [every[int(i * step)] for i in range(4)]
 
 
+def plan_text(frame: DataFrame) -> str:
+    return str(frame._jdf.queryExecution().analyzed().toString())
+
+
+def test_staged_listing_is_read_back_from_parquet_chunk_by_chunk(spark, tree, tmp_path, monkeypatch) -> None:
+    """A real run's listing: written to staging one chunk at a time, its plan a Parquet scan (no rows held)."""
+    root, expected = tree
+    monkeypatch.setattr(read, "STATUS_CHUNK", 5)  # 14 files: chunks of 5, 5, 4
+    listing = list_inputs(spark, str(root), DEFAULT_GLOB)
+    chunks = list(listing.chunks())
+    assert [chunk.count() for chunk in chunks] == [5, 5, 4] and all("LocalRelation" in plan_text(c) for c in chunks)
+    assert empty_files(listing) == expected["empty"]  # summed over the chunks
+    in_memory = sorted(tuple(row) for row in listing.statuses.collect())
+    staged = stage_listing(list_inputs(spark, str(root), DEFAULT_GLOB), str(tmp_path / "listing"))
+    assert len(list((tmp_path / "listing").glob("part-*.parquet"))) == 3  # one file per chunk
+    assert "LocalRelation" not in plan_text(staged.statuses) and "Relation [path" in plan_text(staged.statuses)
+    assert sorted(tuple(row) for row in staged.statuses.collect()) == in_memory
+    assert len(staged) == expected["listed"] and list(staged.chunks()) == [staged.statuses]
+    rejected = {
+        row.path.rsplit("/", 1)[-1]: row.reason for row in account(staged, staged.source.select("path")).collect()
+    }
+    assert rejected == {"zero.jpg": EMPTY_FILE}
+
+
+def test_the_listing_rows_are_built_only_when_used(spark, tree, monkeypatch) -> None:
+    root, _ = tree
+    built = []
+    monkeypatch.setattr(read, "status_chunks", lambda *a: built.append(a) or iter(()))
+    listing = list_inputs(spark, str(root), DEFAULT_GLOB)
+    assert not built and len(listing) > 0
+    listing.statuses  # noqa: B018 - built on first use, once
+    listing.statuses  # noqa: B018
+    assert len(built) == 1
+
+
 class DriverCalls:
     """Counts Py4J round-trips (not the memory commands Python's garbage collector sends whenever it
     runs) and the rows each collect brings to the driver."""
@@ -159,9 +205,13 @@ class DriverCalls:
 
 
 def list_and_account(spark, root: Path, monkeypatch) -> DriverCalls:
+    """Lists, counts empty files as a dry run does, stages the listing as a real run does, and accounts."""
+    staging = root.parent / f"staged-{root.name}-{len(list(root.parent.glob('staged-*')))}"
     with monkeypatch.context() as patch:
         spy = DriverCalls(spark, patch)
         listing = list_inputs(spark, str(root), DEFAULT_GLOB)
+        assert empty_files(listing) == 1
+        listing = stage_listing(listing, str(staging))
         rejected = account(listing, listing.source.select("path"))
         assert rejected.count() == 1 and len(listing) > 0
     return spy
