@@ -7,6 +7,8 @@ JVM; in local mode the JVM is driver and executor at once, so this overstates a 
 Per stage seconds come from the run's own timer. The trees are deleted afterwards.
 
     python -m bench.scale [--sizes 20000 200000] [--real-n 20000] [--work DIR]
+
+With --real-n 0 no real job runs, and the previous scale.json's real run is kept with its date.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def child(argv: list[str]) -> None:
         keep = {key: report.get(key) for key in ("counts", "timings_s", "listing_spark_jobs", "featurize", "rejected")}
         keep["not_inputs"] = report.get("not_inputs")
         keep["jvm_heap_live_mib"] = live_heap_mib(spark)
+        keep["jvm_heap_live_released_mib"] = released_heap_mib(spark)
         print("RUN " + json.dumps({"finished_at": time.time(), "report": keep}), flush=True)
     finally:
         spark.stop()
@@ -108,6 +111,22 @@ def live_heap_mib(spark) -> float:
     jvm = spark.sparkContext._jvm
     jvm.java.lang.System.gc()
     return round(jvm.java.lang.management.ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed() / 2**20, 1)
+
+
+def released_heap_mib(spark, settle_s: float = 2.0, tries: int = 10) -> float:
+    """The live heap once Python's references to the run's JVM objects are gone: Py4J tells the JVM
+    from a finalizer thread, seconds after Python drops them, so measure until two readings agree."""
+    import gc
+
+    last = None
+    for _ in range(tries):
+        gc.collect()
+        time.sleep(settle_s)
+        now = live_heap_mib(spark)
+        if last is not None and abs(now - last) < 1:
+            break
+        last = now
+    return now
 
 
 def measure(root: Path, out: Path, log: Path, dry_run: bool, sequential: bool = False) -> dict:
@@ -137,6 +156,9 @@ def growth(results: dict) -> dict:
         "files_ratio": ratio,
         "driver_rss_growth_mib": round(large["driver_peak_mib"] - small["driver_peak_mib"], 1),
         "jvm_live_heap_growth_mib": round(large["jvm_heap_live_mib"] - small["jvm_heap_live_mib"], 1),
+        "jvm_live_heap_released_growth_mib": round(
+            large.get("jvm_heap_live_released_mib", 0) - small.get("jvm_heap_live_released_mib", 0), 1
+        ),
         "target_driver_rss_growth_mib": 100,
     }
     for stage in STAGES:
@@ -160,8 +182,9 @@ def markdown(r: dict) -> str:
         "## Dry runs (`--dry-run`: list, account, plan; no model, nothing written)",
         "",
         "| files | listed | would featurize | empty | hidden / no glob match | list s | account s "
-        "| not_inputs s | wall s | listing Spark jobs | driver Python MiB | JVM MiB | driver MiB | JVM live heap MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| not_inputs s | wall s | listing Spark jobs | driver Python MiB | JVM MiB | driver MiB | JVM live heap MiB "
+        "| JVM live heap, released MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n, d in sorted(r["dry_runs"].items(), key=lambda kv: int(kv[0])):
         c, t, ni = d["counts"], d["timings_s"], d.get("not_inputs") or {}
@@ -170,14 +193,16 @@ def markdown(r: dict) -> str:
             f"| {int(n):,} | {c['listed']:,} | {c['would_featurize']:,} | {c['would_reject']:,} | "
             f"{hidden} / {sum(ni.values()) - hidden} | {t['list']} | {t['account']} | {t['not_inputs']} | "
             f"{d['wall_s']} | {d['listing_spark_jobs']} | {d['driver_python_peak_mib']} | {d['jvm_peak_mib']} | "
-            f"{d['driver_peak_mib']} | {d['jvm_heap_live_mib']} |"
+            f"{d['driver_peak_mib']} | {d['jvm_heap_live_mib']} | {d.get('jvm_heap_live_released_mib', '')} |"
         )
     g = r["growth"]
     lines += [
         "",
         f"Driver RSS growth {g['driver_rss_growth_mib']} MiB for {g['files_ratio']:.0f}x the files "
         f"(target < {g['target_driver_rss_growth_mib']} MB); the JVM's live heap after a full GC grew "
-        f"{g['jvm_live_heap_growth_mib']} MiB. Time ratios (large/small): "
+        f"{g['jvm_live_heap_growth_mib']} MiB right after the run, "
+        f"{g.get('jvm_live_heap_released_growth_mib', '?')} MiB once Py4J had released the run's references. "
+        "Time ratios (large/small): "
         + ", ".join(f"{k.removesuffix('_time_ratio')} {v}" for k, v in g.items() if k.endswith("_time_ratio"))
         + f" for {g['files_ratio']:.0f}x the files.",
     ]
@@ -193,7 +218,8 @@ def markdown(r: dict) -> str:
         c = d["counts"]
         lines += [
             "",
-            f"## One real run on the {r['real_n']:,}-file tree (engine onnx, --weights random)",
+            f"## One real run on the {r['real_n']:,}-file tree (engine onnx, --weights random; "
+            f"{r.get('real_run_when', r['when'])})",
             "",
             f"listed {c['listed']:,}, featurized {c['featurized']:,}, rejected {c['rejected']:,}, "
             f"model processed {c['model_processed']:,}; wall {d['wall_s']} s; driver Python "
@@ -222,6 +248,11 @@ def main(argv: list[str] | None = None) -> dict:
     work = args.work or Path(tempfile.mkdtemp(prefix="featurizer-scale-"))
     results: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
     results.update({"dry_runs": {}, "generate_s": {}, "sequential": {}, "real_n": args.real_n})
+    previous = json.loads((args.out / "scale.json").read_text()) if (args.out / "scale.json").exists() else {}
+    if not args.real_n and previous.get("real_run"):  # no real run now: keep the last one, with its date
+        results["real_n"] = previous["real_n"]
+        results["real_run"] = previous["real_run"]
+        results["real_run_when"] = previous.get("real_run_when", previous.get("when"))
     try:
         for n in args.sizes:
             root = work / f"tree-{n}"
