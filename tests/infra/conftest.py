@@ -1,4 +1,4 @@
-"""Synthesis helpers for the infra tests: one real synth (cdk-nag included) per test module."""
+"""Synthesis helpers for the infra tests: one real synth (cdk-nag included) per variant."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def resources(template: dict[str, Any], resource_type: str) -> list[dict[str, An
     return [r for r in template["Resources"].values() if r["Type"] == resource_type]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def default_synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    """The app as `cdk synth` builds it with cdk.json's defaults."""
+    """The app as `cdk synth` builds it with cdk.json's defaults: synthesized once for tests/infra (every module
+    only reads the templates and the assembly folder)."""
     return synth(tmp_path_factory.mktemp("cdk-default"))
