@@ -67,6 +67,24 @@ def weights_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def onnx_model_file(weights_file: Path, tmp_path_factory) -> Path:
+    """``weights_file`` exported to ONNX once per run, by the export CLI (`python -m job.onnx_engine`).
+
+    In a child process, as a user runs it: the conversion's memory (~1 GB of TensorFlow and tf2onnx) is not
+    added to the test process, which may hold a Spark cluster's work beside it. Tests that check the
+    conversion itself (the CLI in-process, the model cache) still convert on their own.
+    """
+    import subprocess
+
+    out = tmp_path_factory.mktemp("onnx-export") / "mobilenet_v2_calibrated.onnx"
+    argv = [sys.executable, "-m", "job.onnx_engine", "--weights", str(weights_file), "--out", str(out)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
 def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:

@@ -1,6 +1,8 @@
-"""Module-scoped fixtures of the emulated EMR deployment (see tests/emr/cluster.py for what is emulated how).
+"""Package-scoped fixtures of the emulated EMR deployment (see tests/emr/cluster.py for what is emulated how).
 
-Built once per module, in the order a real deployment happens:
+Built once for tests/emr (both modules share one deployment, node and cluster: each test writes its own
+results/driver folders, and a test that stops a worker restarts it), and torn down after its last test, in
+the order a real deployment happens:
 
 1. ``project``: moto_server; the exported .onnx model and the raw images in the project bucket; the real
    ``featurizer deploy`` (job package, bootstrap files, onnx wheelhouse); the cluster created in moto's EMR
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -103,7 +104,7 @@ class StepRun:
     event_logs: list[str] = field(default_factory=list)  # the event log files this run added
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def emr_timings() -> Iterator[dict[str, float]]:
     timings: dict[str, float] = {}
     yield timings
@@ -116,15 +117,6 @@ def _require_platform() -> None:
             pytest.skip(f"platform tool {tool!r} is not installed")
     for path in (emu.AWS_CLI, emu.MOTO_SERVER, emu.FEATURIZER, emu.SPARK_SUBMIT, emu.SPARK_DAEMON):
         assert path.exists(), f"{path} is missing: run ./scripts/setup.sh (dev extra)"
-
-
-def _export_onnx(weights_file: Path, out: Path) -> None:
-    done = emu.run(
-        [sys.executable, "-m", "job.onnx_engine", "--weights", str(weights_file), "--out", str(out)],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def _sample_images(root: Path) -> Path:
@@ -154,9 +146,9 @@ def _deployed_uris(stdout: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def project(
-    tmp_path_factory: pytest.TempPathFactory, weights_file: Path, emr_timings: dict[str, float]
+    tmp_path_factory: pytest.TempPathFactory, onnx_model_file: Path, emr_timings: dict[str, float]
 ) -> Iterator[Project]:
     _require_platform()
     root = tmp_path_factory.mktemp("emr")
@@ -166,8 +158,8 @@ def project(
     try:
         env = emu.aws_env(moto.url, root / "client-home")
         with emu.timed(emr_timings, "onnx_export"):
-            model = root / "m.onnx"
-            _export_onnx(weights_file, model)
+            model = root / "m.onnx"  # the test weights, exported once per run (tests/conftest.py)
+            shutil.copyfile(onnx_model_file, model)
         sha = hashlib.sha256(model.read_bytes()).hexdigest()
         settings = load_settings(
             {
@@ -240,7 +232,7 @@ def project(
         shutil.rmtree(root / "dist", ignore_errors=True)  # the 180 MB wheelhouse copy
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def node(project: Project, emr_timings: dict[str, float]) -> Iterator[Node]:
     """The bootstrap action, as EMR runs it on every node, before Spark is installed."""
     emr = project.client("emr")
@@ -314,7 +306,7 @@ class Emulation:
         )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def emulation(project: Project, node: Node, emr_timings: dict[str, float]) -> Iterator[Emulation]:
     cluster_desc = project.client("emr").describe_cluster(ClusterId=project.cluster_id)["Cluster"]
     configurations = cluster_desc["Configurations"]

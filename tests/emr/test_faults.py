@@ -25,7 +25,6 @@ import pytest
 
 from blueprint import emr_spec
 from blueprint.run_spec import RunDefaults, RunSpec
-from tests.conftest import fruit_images
 from tests.emr import cluster as emu
 from tests.emr import faults
 from tests.emr.conftest import BUCKET, PER_CLASS, Emulation, StepRun
@@ -36,22 +35,6 @@ N_IMAGES = 10 * PER_CLASS
 BATCH = 2
 PARTITION_CORES = 6  # spark.featurizer.maxCores: the 50 files in ~6-7 partitions (Spark splits by bytes)
 HOLD_FROM = 2  # partitions 0 and 1 run freely, later ones wait while the test's hold file exists
-
-
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This module's test weights: BatchNorm calibrated on 10 fixture images (1 per class), not 50.
-
-    Realistic features at a fifth of the calibration's memory (the session fixture peaks at ~5 GB); the
-    fault tests compare runs with each other, not with a Keras reference.
-    """
-    from job.decode import decode_batch
-    from job.model import random_model
-
-    batch, _, _ = decode_batch([p.read_bytes() for p in fruit_images()[::10]])
-    path = tmp_path_factory.mktemp("weights") / "mobilenet_v2_calibrated10.weights.h5"
-    random_model(batch, seed=7).save_weights(str(path))
-    return path
 
 
 class Faults:
