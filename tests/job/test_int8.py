@@ -113,10 +113,8 @@ def test_split_by_image_holds_out_a_share_of_every_class() -> None:
 
 
 @pytest.fixture(scope="module")
-def fp32_bytes(weights_file: Path) -> bytes:
-    from job.onnx_engine import keras_weights_to_onnx
-
-    return keras_weights_to_onnx(weights_file.read_bytes(), ".weights.h5")
+def fp32_bytes(onnx_model_file: Path) -> bytes:
+    return onnx_model_file.read_bytes()  # weights_file, exported once per run (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -42,10 +42,8 @@ def own_model_cache(tmp_path: Path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="module")
-def onnx_bytes(weights_file: Path) -> bytes:
-    from job.onnx_engine import keras_weights_to_onnx
-
-    return keras_weights_to_onnx(weights_file.read_bytes(), ".weights.h5")
+def onnx_bytes(onnx_model_file: Path) -> bytes:
+    return onnx_model_file.read_bytes()  # weights_file, exported once per run (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +76,39 @@ def small_input(sample: list[Path], tmp_path_factory) -> Path:
     return root
 
 
-def test_job_with_onnx_engine_equals_tf_engine(spark, small_input: Path, weights_file: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tf_run(spark, small_input: Path, weights_file: Path, tmp_path_factory) -> tuple[dict, pd.DataFrame]:
+    """The tf engine's run on small_input (metadata, features by path): the reference of both job-level
+    comparisons below. It must never convert to ONNX (keras_weights_to_onnx raises while it runs)."""
+    from job import onnx_engine
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("the tf engine must not convert the weights to ONNX")
+
+    root = tmp_path_factory.mktemp("tf-run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(onnx_engine.CACHE_ENV, str(root / "model-cache"))
+        patch.setattr(onnx_engine, "keras_weights_to_onnx", no_conversion)
+        out = root / "out"
+        cfg = JobConfig(input=str(small_input), output=str(out), weights=str(weights_file), engine="tf", k=5)
+        metadata = run(spark, cfg)
+    return metadata, pq.read_table(out / "features").to_pandas().sort_values("path").reset_index(drop=True)
+
+
+def test_job_with_onnx_engine_equals_tf_engine(
+    spark, small_input: Path, weights_file: Path, tf_run: tuple[dict, pd.DataFrame], tmp_path: Path
+) -> None:
     features: dict[str, pd.DataFrame] = {}
     for engine in ("tf", "onnx"):
-        out = tmp_path / engine
-        cfg = JobConfig(input=str(small_input), output=str(out), weights=str(weights_file), engine=engine, k=5)
-        metadata = run(spark, cfg)
+        if engine == "tf":
+            metadata, features[engine] = tf_run
+        else:
+            out = tmp_path / engine
+            cfg = JobConfig(input=str(small_input), output=str(out), weights=str(weights_file), engine=engine, k=5)
+            metadata = run(spark, cfg)
+            features[engine] = pq.read_table(out / "features").to_pandas().sort_values("path").reset_index(drop=True)
         assert metadata["engine"] == engine
         assert metadata["counts"] == {"listed": 40, "featurized": 40, "rejected": 0, "model_processed": 40}
-        features[engine] = pq.read_table(out / "features").to_pandas().sort_values("path").reset_index(drop=True)
     assert list(features["onnx"]["path"]) == list(features["tf"]["path"])
     assert list(features["onnx"]["label"]) == list(features["tf"]["label"])
     assert_close_to_tf(np.stack(features["onnx"]["features"]), np.stack(features["tf"]["features"]))
@@ -142,7 +164,7 @@ def test_executor_imports_tensorflow_only_for_the_tf_engine(
 
 
 def test_exported_onnx_model_runs_without_conversion(
-    spark, small_input: Path, weights_file: Path, tmp_path: Path, monkeypatch
+    spark, small_input: Path, weights_file: Path, tf_run: tuple[dict, pd.DataFrame], tmp_path: Path, monkeypatch
 ) -> None:
     """For clusters without TensorFlow: export once, then the job only reads the .onnx bytes."""
     from job import onnx_engine
@@ -155,13 +177,16 @@ def test_exported_onnx_model_runs_without_conversion(
 
     monkeypatch.setattr(onnx_engine, "keras_weights_to_onnx", no_conversion)
     outputs = {}
-    for engine, weights in (("onnx", model), ("tf", weights_file)):
-        out = tmp_path / f"out-{engine}"
-        metadata = run(
-            spark, JobConfig(input=str(small_input), output=str(out), weights=str(weights), engine=engine, k=3)
-        )
+    for engine in ("onnx", "tf"):
+        if engine == "tf":  # the same run with the tf engine (features do not depend on k), without conversion
+            metadata, outputs[engine] = tf_run
+        else:
+            out = tmp_path / f"out-{engine}"
+            metadata = run(
+                spark, JobConfig(input=str(small_input), output=str(out), weights=str(model), engine=engine, k=3)
+            )
+            outputs[engine] = pq.read_table(out / "features").to_pandas().sort_values("path").reset_index(drop=True)
         assert metadata["counts"]["model_processed"] == 40
-        outputs[engine] = pq.read_table(out / "features").to_pandas().sort_values("path").reset_index(drop=True)
     assert metadata["weights"]["source"] == str(weights_file)
     assert_close_to_tf(np.stack(outputs["onnx"]["features"]), np.stack(outputs["tf"]["features"]))
 
