@@ -6,19 +6,27 @@ weights and the engine of the bootstrap profile) and render it with :meth:`RunSp
 never again run the TensorFlow engine on nodes that only have ONNX Runtime, or download ImageNet weights
 on a cluster that had them staged.
 
-Pure Python: the job's own parser (``job.config``, argparse only) validates the argv before anything is
-sent, so a typo fails in milliseconds on the user's machine rather than after a cluster start-up.
+Pure Python and neutral: it imports neither the job nor the launcher, so the CDK synth never imports the
+job package (architecture: Infra never depends on Job). The job's own parser is passed in as ``check`` by
+whoever may import the job (the launcher: ``launcher.submit.job_parser_complaint``), so a typo still fails
+in milliseconds on the user's machine rather than after a cluster start-up; the console step the stack
+renders is checked by that parser in the tests (tests/infra, tests/emr).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from blueprint.errors import RunSpecError
 from blueprint.settings import Settings
-from job.config import ENGINES, WEIGHT_KEYWORDS, UsageError, from_argv
+
+# The job's engines and weight keywords (job.config is the authority; tests/blueprint keeps these in step).
+ENGINES = ("tf", "onnx", "onnx-int8")
+WEIGHT_KEYWORDS = ("imagenet", "random")
+# A parser's verdict on a job argv: its complaint, or None when it accepts the arguments.
+ArgvCheck = Callable[[Sequence[str]], str | None]
 
 # The stack outputs that carry a deployment's run defaults (launcher.stack reads them back).
 DEFAULT_WEIGHTS_OUTPUT = "DefaultWeights"
@@ -110,8 +118,8 @@ class RunSpec:
                 fill["engine"] = "onnx"
         return dataclasses.replace(self, **fill)
 
-    def argv(self) -> list[str]:
-        """The job's arguments, validated by the job's own parser.
+    def argv(self, check: ArgvCheck | None = None) -> list[str]:
+        """The job's arguments; with ``check`` (the job's own parser), only arguments it accepts.
 
         A cluster run's weights are a keyword or a URI with a scheme: a bare path would resolve against
         ``fs.defaultFS`` (HDFS on EMR) and fail on the cluster, minutes later, with a connection error.
@@ -129,10 +137,9 @@ class RunSpec:
             if value is not None:
                 args += [f"--{name.replace('_', '-')}", str(value)]
         args += list(self.extra)
-        try:
-            from_argv(args)
-        except UsageError as err:
-            raise RunSpecError(f"job arguments: {err}") from None
+        complaint = check(args) if check is not None else None
+        if complaint:
+            raise RunSpecError(f"job arguments: {complaint}")
         return args
 
 

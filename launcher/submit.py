@@ -17,6 +17,8 @@ from blueprint import artifacts, emr_spec, s3uri
 from blueprint.artifacts import Artifact
 from blueprint.run_spec import RunSpec
 from blueprint.s3uri import S3Uri
+from job.config import from_argv
+from job.errors import UsageError
 from launcher.aws import Aws
 from launcher.deploy import Deployed, ProgressFactory, deploy, is_deployed
 from launcher.errors import ClusterNotUsable, ConfigError, InputEmpty
@@ -29,11 +31,20 @@ def parse_s3_uri(value: str, *, option: str) -> S3Uri:
     return s3uri.parse(value, option=option)
 
 
+def job_parser_complaint(args: Sequence[str]) -> str | None:
+    """The job's own parser on a run's argv (argparse only: no Spark, no TensorFlow): its error, or None."""
+    try:
+        from_argv(list(args))
+    except UsageError as err:
+        return str(err)
+    return None
+
+
 def step_args(run: RunSpec) -> list[str]:
     """The job's argv for a cluster run: both locations must be S3, and the job's parser accepts it."""
     parse_s3_uri(run.input, option="--input")
     parse_s3_uri(run.output, option="--output")
-    return run.argv()
+    return run.argv(check=job_parser_complaint)
 
 
 def check_role_scope(run: RunSpec, bucket: str) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from blueprint import run_spec
 from blueprint.errors import RunSpecError
 from blueprint.run_spec import RunDefaults, RunSpec, node_local_uri
 from blueprint.settings import Settings
+from job import config
 from job.config import ENGINES, from_argv
+from launcher.submit import job_parser_complaint as job_parser
 
 SHA = "0" * 64
 ONNX = Settings(bootstrap_profile="onnx", weights_s3_uri="s3://bkt/w/m.onnx", weights_sha256=SHA)
@@ -46,7 +49,7 @@ def test_an_onnx_model_given_without_an_engine_selects_the_onnx_engine() -> None
     assert run.with_defaults(RunDefaults()).engine == "onnx"
     assert run.with_defaults(RunDefaults(engine="tf")).engine == "tf"  # the deployment said so: the job refuses it
     with pytest.raises(RunSpecError, match="needs --engine onnx"):
-        run.with_defaults(RunDefaults(engine="tf")).argv()
+        run.with_defaults(RunDefaults(engine="tf")).argv(check=job_parser)
 
 
 def test_reuse_is_passed_to_the_job() -> None:
@@ -54,7 +57,7 @@ def test_reuse_is_passed_to_the_job() -> None:
     argv = run.with_defaults(RunDefaults()).argv()
     assert argv[-2:] == ["--reuse", "s3://b/o/"] and from_argv(argv).reuse == "s3://b/o/"
     with pytest.raises(RunSpecError, match="--reuse"):
-        RunSpec(input="s3://b/raw/", output="s3://b/o/", reuse="s3://b/raw/").argv()
+        RunSpec(input="s3://b/raw/", output="s3://b/o/", reuse="s3://b/raw/").argv(check=job_parser)
 
 
 def test_no_defaults_leave_the_job_defaults_and_stack_outputs_round_trip() -> None:
@@ -77,10 +80,11 @@ def test_a_bare_weights_path_is_refused_before_it_reaches_hdfs() -> None:
 
 def test_options_render_in_one_place_and_are_checked_by_the_job_parser() -> None:
     run = RunSpec(input="s3://b/raw/", output="s3://b/o/", batch_size=128, k=20, glob="*.png", threads=2)
-    cfg = from_argv(run.argv())
+    cfg = from_argv(run.argv(check=job_parser))
     assert (cfg.batch_size, cfg.k, cfg.glob, cfg.threads) == (128, 20, "*.png", 2)
     with pytest.raises(RunSpecError, match="job arguments: --variance"):
-        RunSpec(input="s3://b/raw/", output="s3://b/o/", variance=1.5).argv()
+        RunSpec(input="s3://b/raw/", output="s3://b/o/", variance=1.5).argv(check=job_parser)
+    assert RunSpec(input="s3://b/raw/", output="s3://b/o/", variance=1.5).argv()  # unchecked: rendered as asked
     with pytest.raises(RunSpecError, match="engine"):
         RunSpec(input="i", output="o", engine="torch")
     with pytest.raises(RunSpecError, match="--master"):
@@ -94,3 +98,9 @@ def test_the_cli_offers_exactly_the_job_engines() -> None:
 
     engine = next(p for p in main.commands["submit"].params if p.name == "engine")
     assert tuple(engine.type.choices) == tuple(ENGINES)
+
+
+def test_the_neutral_spec_names_the_same_engines_and_keywords_as_the_job_parser() -> None:
+    """blueprint/ must not import job/ (the CDK synth would); its copies must not drift from the job's."""
+    assert run_spec.ENGINES == config.ENGINES == ENGINES
+    assert run_spec.WEIGHT_KEYWORDS == config.WEIGHT_KEYWORDS

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -12,6 +14,9 @@ from aws_cdk.assertions import Match, Template
 from blueprint import artifacts, emr_spec
 from blueprint.package import build_package
 from blueprint.settings import Settings
+from infra.cluster import console_run
+from job.config import from_argv
+from launcher.submit import job_parser_complaint
 from tests.infra.cfn import LOGS_BUCKET, PROJECT_BUCKET, cfn_lint, flat
 from tests.infra.conftest import Synth, resources
 
@@ -432,6 +437,25 @@ def test_contract_outputs(default_synth: Synth, tmp_path_factory: pytest.TempPat
     assert f"artifacts/job/{package.digest}/" in {u["DestinationBucketKeyPrefix"] for u in uploads}
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(),
+        Settings(bootstrap_profile="onnx", weights_s3_uri="s3://bkt/w/m.onnx", weights_sha256="0" * 64),
+        Settings(weights_s3_uri="s3://bkt/w/m.h5", weights_sha256="0" * 64),
+    ],
+    ids=["defaults", "onnx-staged", "tf-staged"],
+)
+def test_the_console_steps_arguments_pass_the_jobs_own_parser(settings: Settings) -> None:
+    """The synth renders the console step without importing the job (blueprint is neutral); the job's
+    parser must still accept what it rendered, for every bootstrap profile."""
+    args = console_run(settings, PROJECT_BUCKET).argv()
+    assert job_parser_complaint(args) is None
+    cfg = from_argv(args)
+    assert cfg.input == f"s3://{PROJECT_BUCKET}/raw/" and cfg.output.startswith(f"s3://{PROJECT_BUCKET}/results/")
+    assert job_parser_complaint([*args, "--variance", "2"]) is not None  # the check can say no
+
+
 def test_cdk_nag_reports_no_findings(default_synth: Synth) -> None:
     """Synthesis would have raised on an unacknowledged finding; the report, if any, must be clean."""
     if default_synth.report is not None:
@@ -443,3 +467,13 @@ def test_cfn_lint_is_clean(default_synth: Synth) -> None:
     templates = sorted(default_synth.outdir.glob("*.template.json"))
     assert len(templates) == 2
     assert cfn_lint(templates) == []
+
+
+def test_the_cdk_app_imports_neither_the_job_nor_the_launcher() -> None:
+    """architecture: Infra never depends on Job ("synth must not import Spark or TensorFlow") nor on Launcher."""
+    probe = (
+        "import sys, infra.app; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('job', 'launcher', 'pyspark', 'tensorflow')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout
