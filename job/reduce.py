@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
-from job.featurize import FEATURE_DTYPE, forget_zip_subpackage_finders, unpack
+from job.featurize import FEATURE_DTYPE, forget_zip_finders, unpack
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def feature_moments(features: DataFrame, chunk_rows: int = CHUNK_ROWS) -> Moment
     """
 
     def run(rows: Iterator) -> Iterator[Moments]:
-        forget_zip_subpackage_finders()
+        forget_zip_finders()
         limit_blas_threads(_task_cpus())
         yield partition_moments((row[0] for row in rows), chunk_rows)
 
@@ -279,7 +279,7 @@ def project(spark: SparkSession, features: DataFrame, pca: Pca, keep: tuple[str,
     model = spark.sparkContext.broadcast(pca)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        forget_zip_subpackage_finders()  # as in featurize: this task may run in a worker that ran none of those
+        forget_zip_finders()  # as in featurize: this task may run in a worker that ran none of those
         limit_blas_threads(_task_cpus())
         for batch in batches:
             if batch.num_rows == 0:
