@@ -39,6 +39,7 @@ class JobConfig:
     calibration: str | None = None
     calibration_images: int = 256
     reuse: str | None = None  # a previous output whose unchanged images keep their features (job/reuse.py)
+    model_cache: str | None = None  # a shared folder/URI for converted and quantized models (job/model_cache.py)
     # How the run talks, not what it computes: no progress lines (--quiet), full traces and
     # Spark's own log on stderr (--verbose).
     quiet: bool = False
@@ -72,6 +73,13 @@ class JobConfig:
             raise UsageError(f"--threads must be >= 0, got {self.threads}")
         if self.reuse is not None and (not self.reuse or _norm(self.reuse) == _norm(self.input)):
             raise UsageError("--reuse must name a previous output (not --input)")
+        if self.model_cache is not None:
+            cache = _norm(self.model_cache)
+            if not cache:
+                raise UsageError("--model-cache must not be empty")
+            for name, folder in (("--input", self.input), ("--output", self.output)):
+                if cache == _norm(folder) or cache.startswith(_norm(folder) + "/"):
+                    raise UsageError(f"--model-cache must be a folder of its own, not {name} or inside it")
         if not self.glob:
             raise UsageError("--glob must not be empty")
         if not self.weights:
@@ -143,6 +151,11 @@ OPTIONS: tuple[Option, ...] = (
         "reuse",
         "a previous complete output (may equal --output): images with the same path, size and modification "
         "time keep its features; the rest are featurized and the PCA is refit on all",
+    ),
+    Option(
+        "model_cache",
+        "folder or Hadoop URI (s3://... on EMR) where converted and quantized ONNX models are kept and looked "
+        "up by digest, beside this machine's cache: runs on any cluster then convert/quantize once",
     ),
     Option(
         "dry_run",

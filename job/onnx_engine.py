@@ -23,15 +23,19 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from job.config import FEATURE_DIM as FEATURES
 from job.decode import IMAGE_SIZE
+
+if TYPE_CHECKING:
+    from job.model_cache import Store
 
 # Opset 17: supported by tf2onnx 1.17 and every onnxruntime 1.x we pin; ops are plain conv/BN/relu6.
 OPSET = 17
@@ -102,7 +106,7 @@ def conversion_key(weights_sha256: str, suffix: str) -> tuple[str, dict]:
     return key, covers
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: readers see all of it or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -118,45 +122,32 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def read_cached(path: Path, record: dict) -> bytes | None:
-    """A valid cached model at `path`, or None (a miss; an unreadable or incompatible file is noted in
-    record["cache_error"] and treated as a miss: the cache never fails a run). Sets record["from_cache"]."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        record["cache_error"] = f"could not read the cache: {exc}"
-        return None
-    try:
-        validate(data)
-    except IncompatibleModel as exc:
-        record["cache_error"] = f"cached model ignored: {exc}"
-        return None
-    record["from_cache"] = True
-    return data
-
-
 def cached_keras_weights_to_onnx(
     weights_bytes: bytes,
     suffix: str,
     weights_sha256: str,
     before_conversion: Callable[[], object] | None = None,
+    levels: Sequence[Store] | None = None,
 ) -> tuple[bytes, dict]:
-    """Driver side: `keras_weights_to_onnx`, through the local cache. Returns (ONNX bytes, record).
+    """Driver side: `keras_weights_to_onnx`, through the model cache. Returns (ONNX bytes, record).
 
     `before_conversion` runs on a miss only, before TensorFlow is imported (job.quiet's import).
+    `levels`: where to look, nearest first (job.model_cache.stores; default: this machine's cache only).
 
-    The record goes into metadata.json (weights.onnx): from_cache, cache_key, cache_file,
-    conversion_s (None on a hit), cache_error (why the cache could not be read or written, if so).
-    A cached file that onnxruntime cannot load as this job's model is converted again and replaced.
-    A cache that cannot be written (read-only home, full disk) does not fail the run.
+    The record goes into metadata.json (weights.onnx): from_cache, cache_key, cache_file (where the
+    model came from, or where it was first written), cache_levels, conversion_s (None on a hit),
+    cache_error (why a level could not be read or written, if so). A cached file that onnxruntime
+    cannot load as this job's model is converted again and replaced. A cache that cannot be written
+    (read-only home, full disk, no S3 permission) does not fail the run.
     """
+    from job import model_cache
+
+    levels = list(levels) if levels is not None else model_cache.stores(None, None)
     key, covers = conversion_key(weights_sha256, suffix)
-    path = cache_dir() / f"{key}.onnx"
-    record: dict = {"from_cache": False, "cache_key": key, "cache_file": str(path), "conversion_s": None}
-    record["cache_error"] = None
-    data = read_cached(path, record)
+    name = f"{key}.onnx"
+    record: dict = {"from_cache": False, "cache_key": key, "cache_file": levels[0].location(name)}
+    record.update(cache_levels=[level.folder for level in levels], conversion_s=None, cache_error=None)
+    data = model_cache.fetch(levels, name, record, validate)
     if data is not None:
         return data, record
     start = time.perf_counter()
@@ -164,11 +155,7 @@ def cached_keras_weights_to_onnx(
         before_conversion()
     data = keras_weights_to_onnx(weights_bytes, suffix)
     record["conversion_s"] = round(time.perf_counter() - start, 3)
-    try:
-        _write_atomically(path, data)
-        _write_atomically(path.with_suffix(".json"), json.dumps(covers, indent=2, sort_keys=True).encode())
-    except OSError as exc:
-        record["cache_error"] = f"could not write the cache: {exc}"
+    model_cache.store(levels, name, data, covers, record)
     return data, record
 
 

@@ -117,9 +117,11 @@ def engine_spec(
     data, suffix = weights.data, weights.suffix
     onnx_model = quantization = None
     if cfg.engine in ONNX_ENGINES and suffix != ".onnx":  # a Keras file: converted once, cached (a miss needs TF)
+        from job import model_cache
         from job.onnx_engine import cached_keras_weights_to_onnx
 
-        data, onnx_model = cached_keras_weights_to_onnx(data, suffix, weights.sha256, quiet.import_tensorflow)
+        levels = model_cache.stores(spark, cfg.model_cache)
+        data, onnx_model = cached_keras_weights_to_onnx(data, suffix, weights.sha256, quiet.import_tensorflow, levels)
         suffix = ".onnx"
     elif suffix == ".onnx":  # an exported model: check it once here rather than fail in every task
         from job.onnx_engine import IncompatibleModel, validate

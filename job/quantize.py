@@ -21,7 +21,8 @@ ONNX Runtime's `CalibMaxIntermediateOutputs` option is not used: in onnxruntime 
 the collected ranges instead of merging them (MinMaxCalibrater.clear_collected_data), so only
 the last chunk would be calibrated. The calibrator keeps only per-batch minima and maxima.
 
-The quantized model is cached beside the fp32 one ($FEATURIZER_CACHE_DIR/onnx/int8-<key>.onnx),
+The quantized model is cached beside the fp32 one ($FEATURIZER_CACHE_DIR/onnx/int8-<key>.onnx, and
+under --model-cache when given: job/model_cache.py),
 keyed by the fp32 model's digest, the calibration set's digest (of the files' bytes, in order)
 and count, the resize mode, the settings below and onnxruntime's and onnx's versions.
 """
@@ -32,12 +33,16 @@ import hashlib
 import json
 import tempfile
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from job import onnx_engine
+
+if TYPE_CHECKING:
+    from job.model_cache import Store
 
 DEFAULT_CALIBRATION_IMAGES = 256
 MAX_CALIBRATION_IMAGES = 10_000
@@ -134,19 +139,26 @@ def quantization_key(fp32_sha256: str, calibration_sha256: str, count: int, resi
     return key, covers
 
 
-def cached_quantize(onnx_bytes: bytes, contents: list[bytes], resize: str) -> tuple[bytes, dict]:
-    """`quantize` through the cache beside the fp32 models. Returns (int8 ONNX bytes, record for metadata.json).
+def cached_quantize(
+    onnx_bytes: bytes, contents: list[bytes], resize: str, levels: Sequence[Store] | None = None
+) -> tuple[bytes, dict]:
+    """`quantize` through the model cache (job.model_cache; `levels` nearest first, default: this machine's).
 
-    The calibration files are decoded on a miss only. A cache that cannot be read or written does not
-    fail the run (the record's cache_error says why), as for the fp32 conversion.
+    Returns (int8 ONNX bytes, record for metadata.json). The calibration files are decoded on a miss
+    only. A cache that cannot be read or written does not fail the run (the record's cache_error says
+    why), as for the fp32 conversion.
     """
+    from job import model_cache
+
+    levels = list(levels) if levels is not None else model_cache.stores(None, None)
     calibration_sha256 = calibration_digest(contents)
     fp32_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
     key, covers = quantization_key(fp32_sha256, calibration_sha256, len(contents), resize)
-    path = onnx_engine.cache_dir() / f"int8-{key}.onnx"
-    record: dict = {**covers, "from_cache": False, "cache_key": key, "cache_file": str(path)}
+    name = f"int8-{key}.onnx"
+    record: dict = {**covers, "from_cache": False, "cache_key": key, "cache_file": levels[0].location(name)}
+    record.update(cache_levels=[level.folder for level in levels])
     record.update(quantization_s=None, calibration_decoded=None, cache_error=None)
-    data = onnx_engine.read_cached(path, record)
+    data = model_cache.fetch(levels, name, record, onnx_engine.validate)
     if data is not None:
         return data, record
     start = time.perf_counter()
@@ -154,11 +166,7 @@ def cached_quantize(onnx_bytes: bytes, contents: list[bytes], resize: str) -> tu
     data = quantize(onnx_bytes, pixels)
     record["calibration_decoded"] = len(pixels)
     record["quantization_s"] = round(time.perf_counter() - start, 3)
-    try:
-        onnx_engine._write_atomically(path, data)
-        onnx_engine._write_atomically(path.with_suffix(".json"), json.dumps(covers, indent=2, sort_keys=True).encode())
-    except OSError as exc:
-        record["cache_error"] = f"could not write the cache: {exc}"
+    model_cache.store(levels, name, data, covers, record)
     return data, record
 
 
@@ -213,7 +221,9 @@ def for_run(spark, cfg, input_files: Collection[str], onnx_bytes: bytes) -> tupl
         from job.errors import UsageError
 
         raise UsageError(f"--engine onnx-int8: no readable calibration image under {cfg.calibration or cfg.input}")
-    data, record = cached_quantize(onnx_bytes, contents, cfg.resize)
+    from job import model_cache
+
+    data, record = cached_quantize(onnx_bytes, contents, cfg.resize, model_cache.stores(spark, cfg.model_cache))
     record = {
         "calibration_source": source,
         "calibration_uri": cfg.calibration or cfg.input,

@@ -194,6 +194,32 @@ def test_quantization_is_cached_by_model_and_calibration(fp32_bytes: bytes, tmp_
 
 
 @pytest.mark.slow
+def test_a_quantized_model_in_the_shared_cache_serves_another_machine(
+    spark, fp32_bytes: bytes, tmp_path: Path, monkeypatch
+) -> None:
+    """--model-cache: a run on another node (empty local cache) takes the int8 model from the shared folder."""
+    from job.model_cache import HadoopStore, LocalStore
+
+    shared = HadoopStore(spark, f"file://{tmp_path / 'shared'}")
+    contents = [p.read_bytes() for p in fruit_images()[::25]]
+    first, record = quantize.cached_quantize(fp32_bytes, contents, "exact", [LocalStore(tmp_path / "a"), shared])
+    assert record["from_cache"] is False and record["cache_error"] is None
+    assert (tmp_path / "shared" / f"int8-{record['cache_key']}.onnx").read_bytes() == first
+
+    def no_quantization(*args, **kwargs):
+        raise AssertionError("a shared int8 model must not be quantized again")
+
+    monkeypatch.setattr(quantize, "quantize", no_quantization)
+    again, hit = quantize.cached_quantize(fp32_bytes, contents, "exact", [LocalStore(tmp_path / "b"), shared])
+    assert (
+        again == first
+        and hit["from_cache"] is True
+        and hit["cache_file"] == shared.location(f"int8-{record['cache_key']}.onnx")
+    )
+    assert (tmp_path / "b" / f"int8-{record['cache_key']}.onnx").is_file()
+
+
+@pytest.mark.slow
 def test_featurizer_run_with_the_int8_engine(weights_file: Path, tmp_path: Path) -> None:
     """`featurizer run --engine onnx-int8` through the real job; metadata.json records the calibration."""
     featurizer = Path(sys.executable).with_name("featurizer")

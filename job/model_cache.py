@@ -1,0 +1,169 @@
+"""Where converted (fp32) and quantized (int8) ONNX models are kept between runs.
+
+Two levels: this machine's disk (`job.onnx_engine.cache_dir()`), and, with `--model-cache URI`, a
+folder any Hadoop file system can hold: S3 on EMR. The local level is what a laptop needs. On a
+cluster it rarely helps: the driver runs in a YARN container on whichever node has room, and a
+transient cluster's disks go with it, so every run would convert again (~7 s and ~1.5 GB of
+TensorFlow on the driver) or quantize again (~40 s). The shared level survives the cluster.
+
+A model is found by its key (the digest of what made it: weights, versions, settings), so a
+shared folder can serve any number of runs, weights and clusters. A hit is checked with
+onnxruntime before use (`validate`); an unreadable or invalid copy is a miss, never a failed run,
+and the reason goes to the run's metadata (`cache_error`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class Store(Protocol):
+    """One level of the cache: named files in one folder, read whole or written whole."""
+
+    @property
+    def folder(self) -> str: ...
+
+    def location(self, name: str) -> str: ...
+
+    def read(self, name: str) -> bytes | None:
+        """The file's bytes, or None when there is none; raises OSError when it cannot be read."""
+
+    def write(self, name: str, data: bytes) -> None:
+        """Write the file so readers see all of it or none of it; raises OSError on failure."""
+
+
+@dataclass(frozen=True)
+class LocalStore:
+    """A folder on this machine's disk."""
+
+    root: Path
+
+    @property
+    def folder(self) -> str:
+        return str(self.root)
+
+    def location(self, name: str) -> str:
+        return str(self.root / name)
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, name: str, data: bytes) -> None:
+        from job.onnx_engine import write_atomically
+
+        write_atomically(self.root / name, data)
+
+
+@dataclass(frozen=True)
+class HadoopStore:
+    """A folder behind a Hadoop URI (s3://, file://, hdfs://), read and written by the driver's JVM.
+
+    A write goes to a temporary name first and is renamed into place, so a run that dies mid-write
+    leaves no half file under the real name (on S3 the rename is a copy, and a reader sees the old
+    object or the new one).
+    """
+
+    spark: object  # SparkSession (kept untyped: this module imports no Spark)
+    uri: str
+
+    @property
+    def folder(self) -> str:
+        return self.uri.rstrip("/")
+
+    def location(self, name: str) -> str:
+        return f"{self.folder}/{name}"
+
+    def read(self, name: str) -> bytes | None:
+        from job.read import read_file
+
+        try:
+            return read_file(self.spark, self.location(name))
+        except Exception as exc:  # Py4J wraps Hadoop's IOExceptions (AccessDenied, timeouts)
+            raise OSError(_first_line(exc)) from None
+
+    def write(self, name: str, data: bytes) -> None:
+        from job.read import hadoop_fs
+        from job.write import write_bytes
+
+        target = self.location(name)
+        temporary = self.location(f".{name}.{uuid.uuid4().hex}.tmp")  # concurrent writers never share one
+        try:
+            write_bytes(self.spark, temporary, data)
+            fs, path = hadoop_fs(self.spark, target)
+            _, source = hadoop_fs(self.spark, temporary)
+            if fs.exists(path):
+                fs.delete(path, False)
+            if not fs.rename(source, path):
+                raise OSError(f"could not rename {temporary} to {target}")
+        except OSError:
+            raise
+        except Exception as exc:
+            raise OSError(_first_line(exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def stores(spark: object | None, shared: str | None) -> list[Store]:
+    """The levels a run uses, nearest first: this machine's cache folder, then `--model-cache` if given."""
+    from job.onnx_engine import cache_dir
+
+    levels: list[Store] = [LocalStore(cache_dir())]
+    if shared:
+        levels.append(HadoopStore(spark, shared))
+    return levels
+
+
+def fetch(levels: Sequence[Store], name: str, record: dict, validate: Callable[[bytes], None]) -> bytes | None:
+    """The first valid copy of `name`, nearest level first; it is also written to the nearer levels.
+
+    Sets record["from_cache"] and record["cache_file"] (where the copy came from); notes unreadable or
+    invalid copies in record["cache_error"] and treats them as misses.
+    """
+    for depth, level in enumerate(levels):
+        try:
+            data = level.read(name)
+        except OSError as exc:
+            _note(record, f"could not read the cache at {level.location(name)}: {exc}")
+            continue
+        if data is None:
+            continue
+        try:
+            validate(data)
+        except Exception as exc:  # onnxruntime's own errors, or IncompatibleModel
+            _note(record, f"cached model ignored ({level.location(name)}): {_first_line(exc)}")
+            continue
+        record["from_cache"] = True
+        record["cache_file"] = level.location(name)
+        _put(levels[:depth], name, data, None, record)
+        return data
+    return None
+
+
+def store(levels: Sequence[Store], name: str, data: bytes, covers: dict, record: dict) -> None:
+    """Write a new model (and a JSON of what its key covers) to every level; failures are noted, not raised."""
+    _put(levels, name, data, covers, record)
+
+
+def _put(levels: Sequence[Store], name: str, data: bytes, covers: dict | None, record: dict) -> None:
+    for level in levels:
+        try:
+            level.write(name, data)
+            if covers is not None:
+                level.write(Path(name).with_suffix(".json").name, json.dumps(covers, indent=2, sort_keys=True).encode())
+        except OSError as exc:
+            _note(record, f"could not write the cache at {level.location(name)}: {exc}")
+
+
+def _note(record: dict, message: str) -> None:
+    record["cache_error"] = f"{record['cache_error']}; {message}" if record.get("cache_error") else message
