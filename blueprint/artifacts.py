@@ -13,6 +13,8 @@ Bucket layout::
     artifacts/bootstrap/<digest16>/          install.sh + requirements files, versioned together
     artifacts/wheelhouse/<profile>/<digest16>/  the nodes' wheels + manifest.json (offline bootstrap)
     artifacts/weights/                       model weights staged onto the nodes by the bootstrap
+    cache/models/                            converted/quantized ONNX models by digest (job --model-cache):
+                                             the nodes read and write it, so a run converts once per cluster fleet
 
 A digest is the first 16 hex digits of a SHA-256, so a changed file gets a new key and a running cluster
 keeps reading the version it started with.
@@ -35,6 +37,7 @@ ARTIFACTS_PREFIX = "artifacts/"
 JOB_PREFIX = f"{ARTIFACTS_PREFIX}job/"
 BOOTSTRAP_PREFIX = f"{ARTIFACTS_PREFIX}bootstrap/"
 WHEELHOUSE_PREFIX = f"{ARTIFACTS_PREFIX}wheelhouse/"
+MODEL_CACHE_PREFIX = "cache/models/"
 
 BOOTSTRAP_SCRIPT = "install.sh"
 # Requirements file per bootstrap profile (see bootstrap/install.sh --profile).

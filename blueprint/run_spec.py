@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from blueprint import artifacts
 from blueprint.errors import RunSpecError
 from blueprint.settings import Settings
 
@@ -31,6 +32,9 @@ ArgvCheck = Callable[[Sequence[str]], str | None]
 # The stack outputs that carry a deployment's run defaults (launcher.stack reads them back).
 DEFAULT_WEIGHTS_OUTPUT = "DefaultWeights"
 DEFAULT_ENGINE_OUTPUT = "DefaultEngine"
+DEFAULT_MODEL_CACHE_OUTPUT = "DefaultModelCache"
+# RunSpec's options, in the order argv() renders them (each as --name-with-dashes VALUE).
+RENDERED = ("weights", "engine", "batch_size", "variance", "k", "glob", "threads", "resize", "reuse", "model_cache")
 
 
 def node_local_uri(path: str) -> str:
@@ -52,25 +56,33 @@ class RunDefaults:
 
     weights: str | None = None
     engine: str | None = None
+    model_cache: str | None = None
     source: str = "the job's own defaults"
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, source: str = "cdk.json") -> RunDefaults:
-        """Staged weights (as a ``file://`` URI) and the onnx engine for the onnx bootstrap profile."""
+    def from_settings(cls, settings: Settings, *, bucket: str | None = None, source: str = "cdk.json") -> RunDefaults:
+        """Staged weights (as a ``file://`` URI), the onnx engine for the onnx bootstrap profile, and the
+        project bucket's shared model cache (``bucket``: its name, where known)."""
         weights = node_local_uri(settings.weights_local_path) if settings.weights_local_path else None
         engine = "onnx" if settings.bootstrap_profile == "onnx" else None
-        return cls(weights=weights, engine=engine, source=source)
+        model_cache = artifacts.s3_uri(bucket, artifacts.MODEL_CACHE_PREFIX) if bucket else None
+        return cls(weights=weights, engine=engine, model_cache=model_cache, source=source)
 
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, str], *, stack: str) -> RunDefaults:
         """The defaults a deployed stack published (empty outputs mean: the job's own default)."""
         weights = outputs.get(DEFAULT_WEIGHTS_OUTPUT) or None
         engine = outputs.get(DEFAULT_ENGINE_OUTPUT) or None
-        return cls(weights=weights, engine=engine, source=f"stack {stack}")
+        model_cache = outputs.get(DEFAULT_MODEL_CACHE_OUTPUT) or None
+        return cls(weights=weights, engine=engine, model_cache=model_cache, source=f"stack {stack}")
 
     def outputs(self) -> dict[str, str]:
         """These defaults as stack output values (an empty string where the job's default applies)."""
-        return {DEFAULT_WEIGHTS_OUTPUT: self.weights or "", DEFAULT_ENGINE_OUTPUT: self.engine or ""}
+        return {
+            DEFAULT_WEIGHTS_OUTPUT: self.weights or "",
+            DEFAULT_ENGINE_OUTPUT: self.engine or "",
+            DEFAULT_MODEL_CACHE_OUTPUT: self.model_cache or "",
+        }
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,7 @@ class RunSpec:
     threads: int | None = None
     resize: str | None = None
     reuse: str | None = None  # a previous output (s3://...) whose unchanged images keep their features
+    model_cache: str | None = None  # where converted/quantized ONNX models are shared between runs (s3://...)
     extra: tuple[str, ...] = ()  # further job options, passed through verbatim (after `--`)
 
     def __post_init__(self) -> None:
@@ -100,7 +113,7 @@ class RunSpec:
                 raise RunSpecError(f"{name} is given once, as the run's own option; remove it after --")
 
     def with_defaults(self, defaults: RunDefaults) -> RunSpec:
-        """Fill the weights and engine the user left open from the deployment's defaults.
+        """Fill the weights, engine and model cache the user left open from the deployment's defaults.
 
         An explicit ``--engine`` given after ``--`` counts as given. A staged ``.onnx`` model implies the
         onnx engine whatever the profile, since the job refuses an .onnx file with the tf engine.
@@ -108,6 +121,8 @@ class RunSpec:
         weights = self.weights if self.weights is not None else _extra_value(self.extra, "--weights")
         engine = self.engine if self.engine is not None else _extra_value(self.extra, "--engine")
         fill: dict[str, str] = {}
+        if self.model_cache is None and _extra_value(self.extra, "--model-cache") is None and defaults.model_cache:
+            fill["model_cache"] = defaults.model_cache
         if weights is None and defaults.weights is not None:
             fill["weights"] = defaults.weights
             weights = defaults.weights
@@ -132,7 +147,7 @@ class RunSpec:
                 "for a file on every node, or an s3:// URI"
             )
         args = ["--input", self.input, "--output", self.output]
-        for name in ("weights", "engine", "batch_size", "variance", "k", "glob", "threads", "resize", "reuse"):
+        for name in RENDERED:
             value = getattr(self, name)
             if value is not None:
                 args += [f"--{name.replace('_', '-')}", str(value)]

@@ -39,7 +39,7 @@ def console_run(settings: Settings, bucket_name: str) -> run_spec.RunSpec:
     """The run the console step performs: raw/ to results/console-run/ with this deployment's defaults."""
     return run_spec.RunSpec(
         input=artifacts.s3_uri(bucket_name, CONSOLE_INPUT), output=artifacts.s3_uri(bucket_name, CONSOLE_OUTPUT)
-    ).with_defaults(run_spec.RunDefaults.from_settings(settings))
+    ).with_defaults(run_spec.RunDefaults.from_settings(settings, bucket=bucket_name))
 
 
 # Data-key actions: explicit, so nothing is granted by wildcard.
@@ -348,11 +348,13 @@ class ClusterStack(Stack):
         bucket_arn = project_bucket.bucket_arn
         raw, artifact_objects = f"{bucket_arn}/{artifacts.RAW_PREFIX}*", f"{bucket_arn}/{artifacts.ARTIFACTS_PREFIX}*"
         results, emr_logs = f"{bucket_arn}/{artifacts.RESULTS_PREFIX}*", f"{logs_bucket.bucket_arn}/{EMR_LOG_PREFIX}*"
+        model_cache = f"{bucket_arn}/{artifacts.MODEL_CACHE_PREFIX}*"
         statements = [
             iam.PolicyStatement(sid="ListProjectAndLogBuckets", actions=BUCKET_LIST,
                                 resources=[bucket_arn, logs_bucket.bucket_arn]),
             iam.PolicyStatement(sid="ReadInputsAndArtifacts", actions=OBJECT_READ, resources=[raw, artifact_objects]),
             iam.PolicyStatement(sid="WriteResults", actions=OBJECT_WRITE, resources=[results]),
+            iam.PolicyStatement(sid="ShareConvertedModels", actions=OBJECT_WRITE, resources=[model_cache]),
             iam.PolicyStatement(sid="PushClusterLogs", actions=["s3:PutObject"], resources=[emr_logs]),
             iam.PolicyStatement(sid="UseDataKey", actions=KMS_USE, resources=[data_key.key_arn]),
         ]  # fmt: skip
@@ -372,6 +374,8 @@ class ClusterStack(Stack):
             "whose keys carry content digests unknown until deploy time.",
             results: "The job writes, renames (copy + delete) and reads back its outputs under results/<run>/; "
             "run names are chosen per submission.",
+            model_cache: "Runs keep converted and quantized ONNX models under cache/models/<digest>.onnx (job "
+            "--model-cache); the digests depend on the weights and calibration images of each run.",
             emr_logs: "EMR's log pusher uploads step, container and node logs under emr/<cluster-id>/ of the "
             "logs bucket; cluster ids are generated at launch.",
         }
@@ -548,7 +552,7 @@ class ClusterStack(Stack):
             "LogUri": (log_uri, "EMR log location"),
             **{
                 key: (value, f"{key.removeprefix('Default')} a run uses unless it names one (empty: the job's)")
-                for key, value in run_spec.RunDefaults.from_settings(settings).outputs().items()
+                for key, value in run_spec.RunDefaults.from_settings(settings, bucket=bucket_name).outputs().items()
             },
             "ServiceRoleName": (service_role.role_name, "EMR service role"),
             "InstanceProfileName": (instance_profile.ref, "EMR EC2 instance profile"),

@@ -379,7 +379,7 @@ _CLUSTER_DEFAULTS = {
     "weights": "the deployment's staged weights (stack output DefaultWeights), else imagenet",
     "engine": "onnx for the onnx bootstrap profile (DefaultEngine) or an .onnx model, else tf",
 }
-RUN_OPTIONS = ("weights", "engine", "variance", "k", "batch_size", "glob", "threads", "resize", "reuse")
+RUN_OPTIONS = ("weights", "engine", "variance", "k", "batch_size", "glob", "threads", "resize", "reuse", "model_cache")
 
 
 def _job_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -412,9 +412,9 @@ def _run_spec(params: dict[str, Any], defaults: Any) -> Any:
         extra=tuple(params.get("job_args", ())),
     )
     filled = run.with_defaults(defaults)
-    for name in ("weights", "engine"):
+    for name in ("weights", "engine", "model_cache"):
         if getattr(filled, name) != getattr(run, name):
-            click.echo(f"--{name} {getattr(filled, name)} (default of {defaults.source})", err=True)
+            click.echo(f"--{name.replace('_', '-')} {getattr(filled, name)} (default of {defaults.source})", err=True)
     return filled
 
 
@@ -648,7 +648,7 @@ def cluster_up(state: State, **params: Any) -> None:
     )
     target = clusters.target_for(bucket, prefix, given, settings, outputs)
     source = "cdk.json" + (" and --context" if params["context"] else "")
-    run = _run_spec(params, RunDefaults.from_settings(settings, source=source))
+    run = _run_spec(params, RunDefaults.from_settings(settings, bucket=bucket, source=source))
     submitting.step_args(run)  # the job's own checks first: they name the real problem
     if outputs is not None:
         submitting.check_role_scope(run, outputs.bucket)

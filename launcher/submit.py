@@ -57,6 +57,8 @@ def check_role_scope(run: RunSpec, bucket: str) -> None:
     }
     if run.weights and run.weights.startswith("s3://"):
         where["--weights"] = (run.weights, readable)
+    if run.model_cache:  # read and written by the nodes
+        where["--model-cache"] = (run.model_cache, (artifacts.MODEL_CACHE_PREFIX, artifacts.RESULTS_PREFIX))
     for option, (uri, prefixes) in where.items():
         parsed = parse_s3_uri(uri, option=option)
         if not any(parsed.within(bucket, p) for p in prefixes):

@@ -394,7 +394,7 @@ def local_argv(args: Sequence[str], *, artifacts: Mapping[str, Path], mirror: Pa
 
     - ``spark-submit`` -> this SPARK_HOME's ``bin/spark-submit``; ``--deploy-mode cluster`` -> ``client``;
     - job artifacts (``--py-files`` zip, entry point): s3:// URI -> the local copy downloaded from moto;
-    - the job's ``--input``/``--output``: ``s3://BUCKET/KEY`` -> ``file://MIRROR/BUCKET/KEY``.
+    - the job's ``--input``/``--output``/``--model-cache``: ``s3://BUCKET/KEY`` -> ``file://MIRROR/BUCKET/KEY``.
 
     Any other s3:// argument fails the test (this Spark has no S3 filesystem).
     """
@@ -407,7 +407,7 @@ def local_argv(args: Sequence[str], *, artifacts: Mapping[str, Path], mirror: Pa
     for j, arg in enumerate(out):
         if arg in artifacts:
             out[j] = str(artifacts[arg])
-        elif j > 0 and out[j - 1] in ("--input", "--output") and arg.startswith("s3://"):
+        elif j > 0 and out[j - 1] in ("--input", "--output", "--model-cache") and arg.startswith("s3://"):
             out[j] = (mirror / arg.removeprefix("s3://")).as_uri() + ("/" if arg.endswith("/") else "")
     left = [a for a in out if "s3://" in a or "s3a://" in a]
     assert not left, f"s3 arguments without a local substitute: {left}"

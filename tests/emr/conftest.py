@@ -217,7 +217,7 @@ def project(
             "ProjectBucketName": BUCKET,
             "ArtifactsPrefix": f"s3://{BUCKET}/artifacts/",
             "LogUri": f"s3://{BUCKET}/logs/",
-            **RunDefaults.from_settings(settings).outputs(),
+            **RunDefaults.from_settings(settings, bucket=BUCKET).outputs(),
         }
         template = {
             "Resources": {"Marker": {"Type": "AWS::S3::Bucket"}},

@@ -104,11 +104,39 @@ def test_submitted_step_runs_on_both_workers(project: Project, emulation: Emulat
     step_id = done.stdout.splitlines()[0]
     step = project.client("emr").describe_step(ClusterId=project.cluster_id, StepId=step_id)["Step"]
     args = step["Config"]["Args"]
-    defaults = RunDefaults.from_settings(project.settings)
+    defaults = RunDefaults.from_settings(project.settings, bucket=BUCKET)
     assert args[args.index("--weights") + 1] == defaults.weights
     assert args[args.index("--engine") + 1] == "onnx"
+    assert args[args.index("--model-cache") + 1] == defaults.model_cache == f"s3://{BUCKET}/cache/models/"
     result = emulation.run_step("submit", args)
     check_cluster_run(emulation, result, emulation.mirror / BUCKET / "raw" / "fruits")
+
+
+def test_an_int8_model_quantized_on_one_cluster_driver_serves_the_next(project: Project, emulation: Emulation) -> None:
+    """--model-cache: the first int8 run quantizes on its driver and keeps the model in the project bucket's
+    cache/models/; the next run's driver (another HOME: an empty local cache, as on another node or a new
+    cluster) takes it from there instead of quantizing again."""
+    submit = [str(emu.FEATURIZER), "--endpoint-url", project.endpoint, "submit", "--stack", STACK]
+    submit += ["--input", f"s3://{BUCKET}/raw/fruits/", "--engine", "onnx-int8", "--k", "3"]
+    submit += ["--out", str(project.root / "dist-int8")]
+    records = []
+    for run in ("int8-first", "int8-second"):
+        argv = [*submit, "--output", f"s3://{BUCKET}/results/{run}/", "--", "--calibration-images", "8"]
+        done = emu.run(argv, env=project.env(), cwd=project.root, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        step = project.client("emr").describe_step(ClusterId=project.cluster_id, StepId=done.stdout.splitlines()[0])
+        result = emulation.run_step(run, step["Step"]["Config"]["Args"])
+        assert result.returncode == 0, emu.tail(result.stderr)
+        assert result.metadata["engine"] == "onnx-int8" and result.metadata["counts"]["rejected"] == 0
+        records.append(result.metadata["quantization"])
+    first, second = records
+    shared = (emulation.mirror / BUCKET / "cache" / "models").as_uri()
+    assert first["from_cache"] is False and first["quantization_s"] > 0 and first["cache_error"] is None
+    assert first["cache_levels"][-1] == shared
+    assert (emulation.mirror / BUCKET / "cache" / "models" / f"int8-{first['cache_key']}.onnx").is_file()
+    assert second["cache_levels"][0] != first["cache_levels"][0]  # each driver had its own, empty, local cache
+    assert second["cache_key"] == first["cache_key"] and second["from_cache"] is True
+    assert second["cache_file"] == f"{shared}/int8-{first['cache_key']}.onnx" and second["quantization_s"] is None
 
 
 def test_a_scheme_less_weights_path_resolves_against_hdfs_and_fails(project: Project, emulation: Emulation) -> None:

@@ -87,9 +87,11 @@ def test_weights_are_staged_readable_and_passed_to_the_step(variant: Synth, clus
     [step] = json.loads(flat(variant.cluster["Outputs"]["ConsoleStepJson"]["Value"]))
     # A node-local file as a file:// URI: a bare path would resolve against fs.defaultFS (HDFS on EMR).
     staged = "file:///opt/featurizer/weights/mobilenet_v2.onnx"
-    assert step["Args"][-4:] == ["--weights", staged, "--engine", "onnx"]
+    model_cache = f"s3://{flat(variant.cluster['Outputs']['ProjectBucketName']['Value'])}/cache/models/"
+    assert step["Args"][-6:] == ["--weights", staged, "--engine", "onnx", "--model-cache", model_cache]
     outputs = variant.cluster["Outputs"]
     assert (outputs["DefaultWeights"]["Value"], outputs["DefaultEngine"]["Value"]) == (staged, "onnx")
+    assert flat(outputs["DefaultModelCache"]["Value"]) == model_cache
 
 
 def test_variant_matches_emr_spec(cluster_props: dict[str, Any]) -> None:

@@ -266,6 +266,9 @@ def test_instance_policy_is_scoped_to_project_prefixes(default_synth: Synth) -> 
     assert statements["ReadInputsAndArtifacts"]["Resource"] == [f"{bucket}/raw/*", f"{bucket}/artifacts/*"]
     assert statements["ReadInputsAndArtifacts"]["Action"] == "s3:GetObject"
     assert statements["WriteResults"]["Resource"] == f"{bucket}/results/*"
+    # The shared model cache (job --model-cache): read, written and replaced by the nodes, nothing else.
+    assert statements["ShareConvertedModels"]["Resource"] == f"{bucket}/cache/models/*"
+    assert statements["ShareConvertedModels"]["Action"] == statements["WriteResults"]["Action"]
     assert statements["PushClusterLogs"] == {
         "Sid": "PushClusterLogs",
         "Effect": "Allow",
@@ -283,6 +286,7 @@ def test_instance_policy_is_scoped_to_project_prefixes(default_synth: Synth) -> 
         "ListProjectAndLogBuckets",
         "ReadInputsAndArtifacts",
         "WriteResults",
+        "ShareConvertedModels",
         "PushClusterLogs",
         "UseDataKey",
     }
@@ -413,10 +417,11 @@ def test_contract_outputs(default_synth: Synth, tmp_path_factory: pytest.TempPat
     # Every output is read by the launcher (launcher/stack.py) or by a person (the console step).
     assert set(outputs) == {
         "ProjectBucketName", "ClusterId", "ArtifactsPrefix", "ConsoleStepJson", "ConsoleStepArgs",
-        "DefaultWeights", "DefaultEngine", "LogUri", "ServiceRoleName", "InstanceProfileName",
+        "DefaultWeights", "DefaultEngine", "DefaultModelCache", "LogUri", "ServiceRoleName", "InstanceProfileName",
         "SecurityConfigurationName", "Ec2SubnetIds", "EmrManagedMasterSecurityGroup", "EmrManagedSlaveSecurityGroup",
     }  # fmt: skip
     assert outputs["ProjectBucketName"] == PROJECT_BUCKET
+    assert outputs["DefaultModelCache"] == f"s3://{PROJECT_BUCKET}/cache/models/"
     assert outputs["LogUri"] == f"s3://{LOGS_BUCKET}/emr/"
     assert outputs["ClusterId"].startswith("${Cluster")
     assert outputs["ArtifactsPrefix"] == f"s3://{PROJECT_BUCKET}/artifacts/"
@@ -426,8 +431,11 @@ def test_contract_outputs(default_synth: Synth, tmp_path_factory: pytest.TempPat
         name="featurize",
         zip_uri=f"s3://{PROJECT_BUCKET}/{zip_key}",
         entry_uri=f"s3://{PROJECT_BUCKET}/{entry_key}",
-        job_args=["--input", f"s3://{PROJECT_BUCKET}/raw/", "--output", f"s3://{PROJECT_BUCKET}/results/console-run/"],
-    )
+        job_args=[
+            "--input", f"s3://{PROJECT_BUCKET}/raw/", "--output", f"s3://{PROJECT_BUCKET}/results/console-run/",
+            "--model-cache", f"s3://{PROJECT_BUCKET}/cache/models/",
+        ],
+    )  # fmt: skip
     # The shape `aws emr add-steps --steps file://...` reads: a list of CUSTOM_JAR steps.
     assert json.loads(outputs["ConsoleStepJson"]) == [emr_spec.cli_step(step)]
     assert json.loads(outputs["ConsoleStepJson"])[0]["Type"] == "CUSTOM_JAR"

@@ -60,7 +60,17 @@ def test_transient_cluster_runs_the_step_from_the_shared_definition(project: Pro
         f"s3://{BUCKET}/artifacts/job/{package.digest}/job.zip",
         f"s3://{BUCKET}/artifacts/job/{package.digest}/entrypoint.py",
     ]  # fmt: skip
-    assert args[8:] == ["--input", INPUT, "--output", OUTPUT, "--k", "8"]
+    # The project bucket's shared model cache: a transient cluster's runs convert/quantize once, not per cluster.
+    assert args[8:] == [
+        "--input",
+        INPUT,
+        "--output",
+        OUTPUT,
+        "--k",
+        "8",
+        "--model-cache",
+        f"s3://{BUCKET}/cache/models/",
+    ]
 
 
 def test_transient_with_wait_reports_the_step(project: Project) -> None:
@@ -129,6 +139,7 @@ def test_transient_cluster_of_the_onnx_profile_runs_the_onnx_engine_on_the_stage
     assert job == [
         "--input", INPUT, "--output", OUTPUT,
         "--weights", "file:///opt/featurizer/weights/m.onnx", "--engine", "onnx",
+        "--model-cache", f"s3://{BUCKET}/cache/models/",
     ]  # fmt: skip
 
 
