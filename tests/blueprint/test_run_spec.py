@@ -104,3 +104,17 @@ def test_the_neutral_spec_names_the_same_engines_and_keywords_as_the_job_parser(
     """blueprint/ must not import job/ (the CDK synth would); its copies must not drift from the job's."""
     assert run_spec.ENGINES == config.ENGINES == ENGINES
     assert run_spec.WEIGHT_KEYWORDS == config.WEIGHT_KEYWORDS
+
+
+def test_the_deployments_model_cache_is_filled_in_unless_the_run_names_one() -> None:
+    defaults = RunDefaults.from_settings(ONNX, bucket="proj")
+    assert defaults.model_cache == "s3://proj/cache/models/"
+    assert RunDefaults.from_settings(ONNX).model_cache is None  # no bucket known: the job's default (none)
+    argv = RUN.with_defaults(defaults).argv(check=job_parser)
+    assert argv[-2:] == ["--model-cache", "s3://proj/cache/models/"]
+    assert from_argv(argv).model_cache == "s3://proj/cache/models/"
+    mine = RunSpec(input="s3://b/raw/", output="s3://b/o/", model_cache="s3://b/mine/")
+    assert mine.with_defaults(defaults).model_cache == "s3://b/mine/"
+    passthrough = RunSpec(input="s3://b/raw/", output="s3://b/o/", extra=("--model-cache=s3://b/x/",))
+    assert passthrough.with_defaults(defaults).model_cache is None  # given after --: not filled twice
+    assert RunDefaults.from_outputs(defaults.outputs(), stack="s").model_cache == "s3://proj/cache/models/"
