@@ -118,10 +118,10 @@ class RunSpec:
         An explicit ``--engine`` given after ``--`` counts as given. A staged ``.onnx`` model implies the
         onnx engine whatever the profile, since the job refuses an .onnx file with the tf engine.
         """
-        weights = self.weights if self.weights is not None else _extra_value(self.extra, "--weights")
-        engine = self.engine if self.engine is not None else _extra_value(self.extra, "--engine")
+        weights = self.weights if self.weights is not None else extra_value(self.extra, "--weights")
+        engine = self.engine if self.engine is not None else extra_value(self.extra, "--engine")
         fill: dict[str, str] = {}
-        if self.model_cache is None and _extra_value(self.extra, "--model-cache") is None and defaults.model_cache:
+        if self.model_cache is None and extra_value(self.extra, "--model-cache") is None and defaults.model_cache:
             fill["model_cache"] = defaults.model_cache
         if weights is None and defaults.weights is not None:
             fill["weights"] = defaults.weights
@@ -139,7 +139,7 @@ class RunSpec:
         A cluster run's weights are a keyword or a URI with a scheme: a bare path would resolve against
         ``fs.defaultFS`` (HDFS on EMR) and fail on the cluster, minutes later, with a connection error.
         """
-        weights = self.weights if self.weights is not None else _extra_value(self.extra, "--weights")
+        weights = self.weights if self.weights is not None else extra_value(self.extra, "--weights")
         if weights is not None and weights not in WEIGHT_KEYWORDS and "://" not in weights:
             raise RunSpecError(
                 f"--weights {weights}: a path without a scheme resolves against the cluster's fs.defaultFS "
@@ -158,7 +158,7 @@ class RunSpec:
         return args
 
 
-def _extra_value(extra: Sequence[str], flag: str) -> str | None:
+def extra_value(extra: Sequence[str], flag: str) -> str | None:
     """The value of ``flag`` among pass-through arguments (``--flag v`` or ``--flag=v``), if present."""
     for i, arg in enumerate(extra):
         if arg == flag and i + 1 < len(extra):

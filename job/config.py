@@ -73,8 +73,8 @@ class JobConfig:
             raise UsageError(f"--threads must be >= 0, got {self.threads}")
         if self.reuse is not None and (not self.reuse or _norm(self.reuse) == _norm(self.input)):
             raise UsageError("--reuse must name a previous output (not --input)")
-        if self.model_cache is not None:
-            cache = _norm(self.model_cache)
+        if self.shared_model_cache is not None:
+            cache = _norm(self.shared_model_cache)
             if not cache:
                 raise UsageError("--model-cache must not be empty")
             for name, folder in (("--input", self.input), ("--output", self.output)):
@@ -86,6 +86,11 @@ class JobConfig:
             raise UsageError("--weights must be imagenet, random, or a path/URI to a weights file")
         if self.weights.lower().endswith(".onnx") and self.engine not in ONNX_ENGINES:
             raise UsageError("an .onnx model needs --engine onnx (or onnx-int8)")
+
+    @property
+    def shared_model_cache(self) -> str | None:
+        """--model-cache, or None when not given or given as `none` (a deployment's default turned off)."""
+        return None if self.model_cache in (None, "none") else self.model_cache
 
 
 def _norm(uri: str) -> str:
@@ -155,7 +160,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "model_cache",
         "folder or Hadoop URI (s3://... on EMR) where converted and quantized ONNX models are kept and looked "
-        "up by digest, beside this machine's cache: runs on any cluster then convert/quantize once",
+        "up by digest, beside this machine's cache: runs on any cluster then convert/quantize once "
+        "(none: no shared cache)",
     ),
     Option(
         "dry_run",

@@ -66,9 +66,11 @@ class LocalStore:
 class HadoopStore:
     """A folder behind a Hadoop URI (s3://, file://, hdfs://), read and written by the driver's JVM.
 
-    A write goes to a temporary name first and is renamed into place, so a run that dies mid-write
-    leaves no half file under the real name (on S3 the rename is a copy, and a reader sees the old
-    object or the new one).
+    On S3 an object appears whole when its upload completes, so a model is written straight to its
+    name. Elsewhere it goes to a unique temporary name first and is renamed into place, so a run that
+    dies mid-write leaves no half file under the real name. Two runs writing the same new model at
+    once write the same model (its name is its digest): whichever lands is fine, and a rename that
+    finds the other's copy already there counts as done.
     """
 
     spark: object  # SparkSession (kept untyped: this module imports no Spark)
@@ -87,31 +89,57 @@ class HadoopStore:
         try:
             return read_file(self.spark, self.location(name))
         except Exception as exc:  # Py4J wraps Hadoop's IOExceptions (AccessDenied, timeouts)
-            raise OSError(_first_line(exc)) from None
+            raise OSError(_reason(exc)) from None
 
     def write(self, name: str, data: bytes) -> None:
-        from job.read import hadoop_fs
         from job.write import write_bytes
 
         target = self.location(name)
-        temporary = self.location(f".{name}.{uuid.uuid4().hex}.tmp")  # concurrent writers never share one
         try:
-            write_bytes(self.spark, temporary, data)
-            fs, path = hadoop_fs(self.spark, target)
-            _, source = hadoop_fs(self.spark, temporary)
-            if fs.exists(path):
-                fs.delete(path, False)
-            if not fs.rename(source, path):
-                raise OSError(f"could not rename {temporary} to {target}")
+            if target.split("://", 1)[0].lower() in OBJECT_STORES:
+                write_bytes(self.spark, target, data)
+            else:
+                self._write_and_rename(target, self.location(f".{name}.{uuid.uuid4().hex}.tmp"), data)
         except OSError:
             raise
         except Exception as exc:
-            raise OSError(_first_line(exc)) from None
+            raise OSError(_reason(exc)) from None
+
+    def _write_and_rename(self, target: str, temporary: str, data: bytes) -> None:
+        from job.read import hadoop_fs
+        from job.write import write_bytes
+
+        fs, path = hadoop_fs(self.spark, target)
+        _, source = hadoop_fs(self.spark, temporary)
+        try:
+            write_bytes(self.spark, temporary, data)
+            if fs.exists(path):
+                fs.delete(path, False)
+            if not fs.rename(source, path) and not fs.exists(path):
+                raise OSError(f"could not rename {temporary} to {target}")
+        finally:
+            if fs.exists(source):
+                fs.delete(source, False)
+
+
+# Schemes whose objects appear whole on close (no rename needed; a rename would be a second copy).
+OBJECT_STORES = ("s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs")
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost Java cause of a Py4J failure (AccessDenied, ...), else the error's first line."""
+    from job.errors import java_causes
+
+    causes = java_causes(exc)
+    if causes:
+        name, message = causes[-1]
+        return f"{name.rsplit('.', 1)[-1]}: {message.splitlines()[0] if message else ''}".rstrip(": ")
+    return _first_line(exc)
 
 
 def stores(spark: object | None, shared: str | None) -> list[Store]:

@@ -120,7 +120,7 @@ def engine_spec(
         from job import model_cache
         from job.onnx_engine import cached_keras_weights_to_onnx
 
-        levels = model_cache.stores(spark, cfg.model_cache)
+        levels = model_cache.stores(spark, cfg.shared_model_cache)
         data, onnx_model = cached_keras_weights_to_onnx(data, suffix, weights.sha256, quiet.import_tensorflow, levels)
         suffix = ".onnx"
     elif suffix == ".onnx":  # an exported model: check it once here rather than fail in every task
@@ -247,6 +247,7 @@ def run(spark: SparkSession, cfg: JobConfig, run_id: str | None = None, progress
     timer = Timer(report=progress.stage)
     # Before anything is listed or written: each location's scheme has a filesystem here.
     locations = {"--input": cfg.input, "--output": cfg.output, "--weights": cfg.weights, "--reuse": cfg.reuse or ""}
+    locations["--model-cache"] = cfg.shared_model_cache or ""
     check_filesystems(spark, locations)
     jobs_before = recovery.last_job_id(spark)
     with timer.stage("list") as stage:

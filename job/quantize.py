@@ -223,7 +223,7 @@ def for_run(spark, cfg, input_files: Collection[str], onnx_bytes: bytes) -> tupl
         raise UsageError(f"--engine onnx-int8: no readable calibration image under {cfg.calibration or cfg.input}")
     from job import model_cache
 
-    data, record = cached_quantize(onnx_bytes, contents, cfg.resize, model_cache.stores(spark, cfg.model_cache))
+    data, record = cached_quantize(onnx_bytes, contents, cfg.resize, model_cache.stores(spark, cfg.shared_model_cache))
     record = {
         "calibration_source": source,
         "calibration_uri": cfg.calibration or cfg.input,

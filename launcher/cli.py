@@ -378,6 +378,7 @@ def deploy(
 _CLUSTER_DEFAULTS = {
     "weights": "the deployment's staged weights (stack output DefaultWeights), else imagenet",
     "engine": "onnx for the onnx bootstrap profile (DefaultEngine) or an .onnx model, else tf",
+    "model_cache": "the project bucket's cache/models/ (DefaultModelCache), else none; none turns it off",
 }
 RUN_OPTIONS = ("weights", "engine", "variance", "k", "batch_size", "glob", "threads", "resize", "reuse", "model_cache")
 
@@ -648,7 +649,9 @@ def cluster_up(state: State, **params: Any) -> None:
     )
     target = clusters.target_for(bucket, prefix, given, settings, outputs)
     source = "cdk.json" + (" and --context" if params["context"] else "")
-    run = _run_spec(params, RunDefaults.from_settings(settings, bucket=bucket, source=source))
+    # The model cache the nodes may write is the stack's bucket's, whatever bucket the package goes to.
+    cache_bucket = outputs.bucket if outputs is not None else bucket
+    run = _run_spec(params, RunDefaults.from_settings(settings, bucket=cache_bucket, source=source))
     submitting.step_args(run)  # the job's own checks first: they name the real problem
     if outputs is not None:
         submitting.check_role_scope(run, outputs.bucket)

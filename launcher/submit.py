@@ -15,7 +15,7 @@ from typing import Any
 
 from blueprint import artifacts, emr_spec, s3uri
 from blueprint.artifacts import Artifact
-from blueprint.run_spec import RunSpec
+from blueprint.run_spec import RunSpec, extra_value
 from blueprint.s3uri import S3Uri
 from job.config import from_argv
 from job.errors import UsageError
@@ -57,8 +57,9 @@ def check_role_scope(run: RunSpec, bucket: str) -> None:
     }
     if run.weights and run.weights.startswith("s3://"):
         where["--weights"] = (run.weights, readable)
-    if run.model_cache:  # read and written by the nodes
-        where["--model-cache"] = (run.model_cache, (artifacts.MODEL_CACHE_PREFIX, artifacts.RESULTS_PREFIX))
+    model_cache = run.model_cache or extra_value(run.extra, "--model-cache")
+    if model_cache and model_cache.startswith("s3://"):  # read and written by the nodes (none/hdfs://: no S3)
+        where["--model-cache"] = (model_cache, (artifacts.MODEL_CACHE_PREFIX, artifacts.RESULTS_PREFIX))
     for option, (uri, prefixes) in where.items():
         parsed = parse_s3_uri(uri, option=option)
         if not any(parsed.within(bucket, p) for p in prefixes):

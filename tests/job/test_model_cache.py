@@ -85,6 +85,7 @@ def test_a_shared_level_that_cannot_be_written_does_not_fail_the_run(
     data, record = convert([LocalStore(tmp_path / "local"), HadoopStore(spark, f"file://{blocked}/models")])
     assert data == MODEL and record["from_cache"] is False
     assert "could not write the cache at file://" in record["cache_error"]
+    assert "ParentNotDirectoryException" in record["cache_error"]  # Hadoop's own reason, not Py4J's call name
     assert (tmp_path / "local" / f"{record['cache_key']}.onnx").is_file()  # the local level still got it
 
 
@@ -118,6 +119,14 @@ def test_the_pipeline_passes_model_cache_to_the_conversion(spark, converter: lis
     assert spec.onnx_model["cache_levels"] == [str(tmp_path / "local" / "onnx"), shared]
     assert converter == [".weights.h5"]
     assert (tmp_path / "shared" / f"{spec.onnx_model['cache_key']}.onnx").is_file()
+
+
+def test_model_cache_none_turns_a_deployments_default_off(tmp_path: Path, monkeypatch) -> None:
+    args = ["--input", "s3://b/raw/", "--output", "s3://b/results/r1/", "--model-cache", "none"]
+    cfg = from_argv(args)
+    assert cfg.model_cache == "none" and cfg.shared_model_cache is None
+    monkeypatch.setenv(onnx_engine.CACHE_ENV, str(tmp_path))
+    assert [level.folder for level in model_cache.stores(None, cfg.shared_model_cache)] == [str(tmp_path / "onnx")]
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,12 @@ def test_extra_job_args_after_double_dash_reach_the_step(project: Project) -> No
         ({"--output": f"s3://{BUCKET}/out"}, [], f"(s3://{BUCKET}/results/)"),
         ({"--input": f"s3://{BUCKET}/artifacts/x"}, [], f"(s3://{BUCKET}/raw/)"),
         ({}, ["--weights", "s3://other-bucket/w.h5"], "--weights s3://other-bucket/w.h5 is outside"),
+        ({}, ["--model-cache", "s3://other-bucket/c/"], "--model-cache s3://other-bucket/c/ is outside"),
+        (
+            {},
+            ["--", "--model-cache", f"s3://{BUCKET}/raw/c/"],
+            f"(s3://{BUCKET}/cache/models/ or s3://{BUCKET}/results/)",
+        ),
     ],
 )
 def test_bad_runs_fail_before_any_step_exists(
