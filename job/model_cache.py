@@ -152,6 +152,30 @@ def stores(spark: object | None, shared: str | None) -> list[Store]:
     return levels
 
 
+def through(
+    levels: Sequence[Store] | None,
+    name: str,
+    covers: dict,
+    record: dict,
+    validate: Callable[[bytes], None],
+    make: Callable[[], bytes],
+) -> bytes:
+    """`name` from the first level with a valid copy, else `make()`'s model, then written to every level.
+
+    `levels`: nearest first (default: this machine's cache only). Adds the cache fields to `record`
+    (metadata.json): from_cache, cache_file (where the model came from, or where it was first
+    written), cache_levels and cache_error.
+    """
+    levels = list(levels) if levels is not None else stores(None, None)
+    record.update(from_cache=False, cache_file=levels[0].location(name), cache_levels=[lv.folder for lv in levels])
+    record.setdefault("cache_error", None)
+    data = fetch(levels, name, record, validate)
+    if data is None:
+        data = make()
+        store(levels, name, data, covers, record)
+    return data
+
+
 def fetch(levels: Sequence[Store], name: str, record: dict, validate: Callable[[bytes], None]) -> bytes | None:
     """The first valid copy of `name`, nearest level first; it is also written to the nearer levels.
 

@@ -142,21 +142,18 @@ def cached_keras_weights_to_onnx(
     """
     from job import model_cache
 
-    levels = list(levels) if levels is not None else model_cache.stores(None, None)
     key, covers = conversion_key(weights_sha256, suffix)
-    name = f"{key}.onnx"
-    record: dict = {"from_cache": False, "cache_key": key, "cache_file": levels[0].location(name)}
-    record.update(cache_levels=[level.folder for level in levels], conversion_s=None, cache_error=None)
-    data = model_cache.fetch(levels, name, record, validate)
-    if data is not None:
-        return data, record
-    start = time.perf_counter()
-    if before_conversion is not None:
-        before_conversion()
-    data = keras_weights_to_onnx(weights_bytes, suffix)
-    record["conversion_s"] = round(time.perf_counter() - start, 3)
-    model_cache.store(levels, name, data, covers, record)
-    return data, record
+    record: dict = {"cache_key": key, "conversion_s": None, "cache_error": None}
+
+    def convert() -> bytes:
+        start = time.perf_counter()
+        if before_conversion is not None:
+            before_conversion()
+        converted = keras_weights_to_onnx(weights_bytes, suffix)
+        record["conversion_s"] = round(time.perf_counter() - start, 3)
+        return converted
+
+    return model_cache.through(levels, f"{key}.onnx", covers, record, validate, convert), record
 
 
 def validate(onnx_bytes: bytes) -> None:

@@ -150,23 +150,20 @@ def cached_quantize(
     """
     from job import model_cache
 
-    levels = list(levels) if levels is not None else model_cache.stores(None, None)
     calibration_sha256 = calibration_digest(contents)
     fp32_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
     key, covers = quantization_key(fp32_sha256, calibration_sha256, len(contents), resize)
-    name = f"int8-{key}.onnx"
-    record: dict = {**covers, "from_cache": False, "cache_key": key, "cache_file": levels[0].location(name)}
-    record.update(cache_levels=[level.folder for level in levels])
-    record.update(quantization_s=None, calibration_decoded=None, cache_error=None)
-    data = model_cache.fetch(levels, name, record, onnx_engine.validate)
-    if data is not None:
-        return data, record
-    start = time.perf_counter()
-    pixels = calibration_batch(contents, resize)
-    data = quantize(onnx_bytes, pixels)
-    record["calibration_decoded"] = len(pixels)
-    record["quantization_s"] = round(time.perf_counter() - start, 3)
-    model_cache.store(levels, name, data, covers, record)
+    record: dict = {**covers, "cache_key": key, "quantization_s": None, "calibration_decoded": None}
+
+    def make() -> bytes:
+        start = time.perf_counter()
+        pixels = calibration_batch(contents, resize)
+        quantized = quantize(onnx_bytes, pixels)
+        record["calibration_decoded"] = len(pixels)
+        record["quantization_s"] = round(time.perf_counter() - start, 3)
+        return quantized
+
+    data = model_cache.through(levels, f"int8-{key}.onnx", covers, record, onnx_engine.validate, make)
     return data, record
 
 
