@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructType
 
 from job.errors import CommitFailed, JobFailed, UsageError
 from job.read import hadoop_fs, read_file
@@ -72,7 +73,26 @@ def delete(spark: SparkSession, uri: str) -> None:
 
 
 def write_table(df: DataFrame, uri: str) -> None:
-    df.write.mode("errorifexists").parquet(uri)
+    writer = df.write.mode("errorifexists")
+    for option, value in no_dictionary_options(df.schema).items():
+        writer = writer.option(option, value)
+    writer.parquet(uri)
+
+
+def no_dictionary_options(schema: StructType) -> dict[str, str]:
+    """Parquet writer options that turn dictionary encoding off for float/double array columns.
+
+    Feature vectors are distinct floats: parquet-mr first builds a dictionary of a column chunk's
+    values (a hash-map insert per float), finds it does not pay and rewrites them plain. In JFR samples
+    of the featurize stage that attempt was most of the executor's Parquet time; writing 2,000 rows of
+    1,280 floats on local[2] took 0.36 s instead of 0.53 s without it. The file holds the same values.
+    Other columns (labels repeat) keep the default.
+    """
+    options = {}
+    for field in schema.fields:
+        if isinstance(field.dataType, ArrayType) and isinstance(field.dataType.elementType, (FloatType, DoubleType)):
+            options[f"parquet.enable.dictionary#{field.name}.list.element"] = "false"
+    return options
 
 
 def write_metadata(spark: SparkSession, staging: str, metadata: Mapping[str, object]) -> None:

@@ -58,6 +58,34 @@ def test_schema_counts_and_labels(fruits_run, fruits_dir) -> None:
     assert list(pq.read_schema(next((out / "rejected").glob("*.parquet"))).names) == ["path", "reason"]
 
 
+def column_encodings(folder: Path) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for part in folder.glob("*.parquet"):
+        metadata = pq.ParquetFile(part).metadata
+        for g in range(metadata.num_row_groups):
+            for i in range(metadata.num_columns):
+                column = metadata.row_group(g).column(i)
+                found.setdefault(column.path_in_schema, set()).update(column.encodings)
+    return found
+
+
+def test_feature_vectors_are_written_without_a_dictionary(spark, tmp_path) -> None:
+    """parquet-mr tries a dictionary on every float first (job.write.no_dictionary_options); with
+    distinct floats it falls back to PLAIN, so only repeated values show whether the option reaches
+    the column: here the default writer uses a dictionary, write_table does not (labels keep theirs)."""
+    df = spark.createDataFrame(
+        [(f"a/{i}.jpg", "a", [0.5] * 8, [1.0] * 3) for i in range(50)],
+        "path string, label string, features array<float>, pca_features array<double>",
+    )
+    df.write.parquet(str(tmp_path / "default"))
+    write.write_table(df, str(tmp_path / "ours"))
+    default, ours = column_encodings(tmp_path / "default"), column_encodings(tmp_path / "ours")
+    for column in ("features.list.element", "pca_features.list.element"):
+        assert {"PLAIN_DICTIONARY", "RLE_DICTIONARY"} & default[column]
+        assert not {"PLAIN_DICTIONARY", "RLE_DICTIONARY"} & ours[column] and "PLAIN" in ours[column]
+    assert {"PLAIN_DICTIONARY", "RLE_DICTIONARY"} & ours["label"]
+
+
 def test_features_equal_a_direct_keras_prediction(fruits_run, weights_file) -> None:
     """The seed's own pixels (PIL's resize), Keras' preprocessing and `model.predict`: no job code, no Spark."""
     from tensorflow import keras
