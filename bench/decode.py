@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -35,11 +36,13 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=Path, default=FRUITS, help="folder of .jpg files (default: the sample)")
     p.add_argument("--rounds", type=int, default=7, help="alternating measurement rounds (median reported)")
+    p.add_argument("--out", type=Path, help="also write the results as JSON here (bench.run does)")
     args = p.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         if os.environ.get(var) != "1":
             raise SystemExit(f"set {var}=1 before starting Python (BLAS reads it once)")
 
+    from job import exact_resize
     from job.decode import decode_batch
     from job.model import model_to_blob, random_model, tf_predictor
     from job.onnx_engine import keras_weights_to_onnx, onnx_predictor
@@ -82,7 +85,18 @@ def main(argv: list[str] | None = None) -> dict:
         f"features, fast vs exact: cosine min {cosine.min():.4f} mean {cosine.mean():.4f}; "
         f"max |fast - exact| / max |exact| per image: mean {relative.mean():.3f}, max {relative.max():.3f}"
     )
-    return {"ms_per_image": ms, "cosine": cosine.tolist(), "relative": relative.tolist()}
+    print(f"exact resize: {exact_resize.status()}")
+    result = {
+        "images": len(contents),
+        "rounds": args.rounds,
+        "ms_per_image": ms,
+        "exact_resize": exact_resize.status(),
+        "cosine": cosine.tolist(),
+        "relative": relative.tolist(),
+    }
+    if args.out:
+        args.out.write_text(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ TARGETS = {
     "speedup_vs_seed": 4.0,  # seed end-to-end / job end-to-end, >=
     "scaling_4n": 4.2,  # time(4N) / time(N), <=
     "onnx_vs_tf": 1.8,  # onnx engine featurize throughput / tf engine's, >=
+    "decode_vs_onnx": 0.05,  # decode + exact resize CPU per image / ONNX inference's, one thread, <=
 }
+DECODE_EXACT, DECODE_ONNX = "decode, --resize exact (default)", "onnx inference (batch 64)"
 
 
 def job_layout(cores: int) -> dict[str, int]:
@@ -117,6 +119,47 @@ def run_int8(fp32_model: Path, work: Path, cores: int, raw_seconds: float) -> di
     cmd += ["--cores", str(cores), "--raw-seconds", str(raw_seconds), "--out", str(out)]
     subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=3600, check=True)
     return json.loads(out.read_text())
+
+
+def run_decode(work: Path, rounds: int) -> dict:
+    """bench/decode.py in a fresh process (it needs one BLAS/OpenMP thread from its start)."""
+    out = work / "decode.json"
+    env = {**_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "bench.decode", "--rounds", str(rounds), "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=1800,
+        check=True,
+    )
+    return json.loads(out.read_text())
+
+
+def decode_section(d: dict) -> list[str]:
+    if not d:
+        return []
+    ms = d["ms_per_image"]
+    onnx = ms[DECODE_ONNX]
+    lines = [
+        "",
+        "## Decode + resize against ONNX inference (`bench/decode.py`)",
+        "",
+        f"CPU time per image on one thread, {d['images']} sample images, median of {d['rounds']} alternating "
+        f"rounds. Exact resize: {d['exact_resize']}.",
+        "",
+        "| step | ms per image | share of ONNX inference |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {value:.3f} | {100 * value / onnx:.1f} % |" for name, value in ms.items()]
+    cosine, relative = d["cosine"], d["relative"]
+    lines += [
+        "",
+        f"`--resize fast` against the exact pixels, features with calibrated random weights: cosine min "
+        f"{min(cosine):.4f}, mean {sum(cosine) / len(cosine):.4f}; largest difference over the image's largest "
+        f"feature: mean {sum(relative) / len(relative):.3f}, max {max(relative):.3f}.",
+    ]
+    return lines
 
 
 def run_job(
@@ -255,8 +298,12 @@ def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), platform.processor())
     meminfo = Path("/proc/meminfo").read_text().splitlines()
     mem_kib = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), []))
+    # The vector extensions the engines' speed depends on (int8 above all: VNNI or not).
+    isa = [name for name in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if name in flags]
     return {
         "cpu": cpu,
+        "isa": isa,
         "cores": os.cpu_count(),
         "memory_gib": round(mem_kib / 2**20, 1),
         "os": platform.platform(),
@@ -333,6 +380,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--peers", default=",".join(PEERS), help=f"comma-separated peers at N ({', '.join(PEERS)}; 'none' = skip)"
     )
     p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the onnx-int8 section (needs onnx)")
+    p.add_argument("--no-decode", dest="decode", action="store_false", help="skip the decode-cost section")
+    p.add_argument("--decode-rounds", type=int, default=7, help="bench/decode.py's alternating rounds")
     return p.parse_args(argv)
 
 
@@ -444,6 +493,8 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
         results["raw"][engine].append(raw(engine, *job_shape, "after the jobs"))
     if "onnx" in engines and args.int8:  # raw int8 vs fp32 in the job's layout, and quality on the sample
         results["int8"] = run_int8(models["onnx"], work, args.cores, args.raw_seconds)
+    if "onnx" in engines and args.decode:
+        results["decode"] = run_decode(work, args.decode_rounds)
     if seed_n:
         results["seed"] = run_seed(sets[seed_n], seed_n, weights, work, args.cores)
     if peers:
@@ -571,7 +622,8 @@ def markdown(r: dict) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, Python {m['python']}.",
+        f"Machine: {m['cpu']} ({', '.join(m.get('isa', [])) or 'no AVX2'}), {m['cores']} cores, "
+        f"{m['memory_gib']} GiB, {m['os']}, Python {m['python']}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(r["versions"].items())) + ".",
         f"Run started {r['started']}, took {r.get('total_bench_s', 0):.0f} s. Load average before "
         f"{', '.join(f'{x:.2f}' for x in r['load_before'])}; after {', '.join(f'{x:.2f}' for x in r['load_after'])}.",
@@ -657,6 +709,7 @@ def markdown(r: dict) -> str:
             f"worker max {mem['worker_max_mib']:.0f} MiB.",
         ]
     lines += peers_section(r)
+    lines += decode_section(r.get("decode", {}))
     lines += ["", "## Targets (ratios within this run)", ""]
     ratio = r.get("ratios", {})
     for engine in cfg["engines"]:
@@ -689,6 +742,13 @@ def markdown(r: dict) -> str:
         for j in r["jobs"]
         for c in [j["counts"], *j.get("warm", {}).get("all_counts", [])]
     )
+    if "decode" in r:
+        ms = r["decode"]["ms_per_image"]
+        share = ms[DECODE_EXACT] / ms[DECODE_ONNX]
+        lines.append(
+            f"- decode + exact resize / ONNX inference, per image on one thread: "
+            f"{_verdict(share, TARGETS['decode_vs_onnx'], False)}"
+        )
     lines += [f"- model processed == image count in every job run: {'yes' if counts_ok else 'NO'}", ""]
     lines += int8_quality.markdown_section(r.get("int8", {}))
     return "\n".join(lines)

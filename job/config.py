@@ -7,6 +7,7 @@ milliseconds with exit code 2 instead of after a JVM start-up.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 
 from job.errors import UsageError  # defined with the other errors; importable from here too
@@ -20,6 +21,13 @@ ENGINES = ("tf", "onnx", "onnx-int8")
 ONNX_ENGINES = ("onnx", "onnx-int8")
 # "exact": the seed's pixels (Pillow's bicubic); "fast": OpenCV's resize, other pixels (job/decode.py).
 RESIZE_MODES = ("exact", "fast")
+# The machine-local cache (converted models, compiled resize kernels): $FEATURIZER_CACHE_DIR, else
+# ~/.cache/featurizer.
+CACHE_ENV = "FEATURIZER_CACHE_DIR"
+
+
+def local_cache_root() -> str:
+    return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "featurizer")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from job.config import CACHE_ENV, local_cache_root  # noqa: F401 (CACHE_ENV: re-exported)
 from job.config import FEATURE_DIM as FEATURES
 from job.decode import IMAGE_SIZE
 
@@ -61,15 +62,13 @@ def keras_weights_to_onnx(weights_bytes: bytes, suffix: str) -> bytes:
     return proto.SerializeToString()
 
 
-CACHE_ENV = "FEATURIZER_CACHE_DIR"
 # Bump when the conversion changes in a way the key below does not see.
 CACHE_FORMAT = 1
 
 
 def cache_dir() -> Path:
     """Where converted models are kept: $FEATURIZER_CACHE_DIR/onnx, else ~/.cache/featurizer/onnx."""
-    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "featurizer")
-    return Path(root) / "onnx"
+    return Path(local_cache_root()) / "onnx"
 
 
 def _version(name: str) -> str | None:

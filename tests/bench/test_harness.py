@@ -54,7 +54,7 @@ def test_tree_sampler_stop_keeps_the_peaks_and_ends_sampling() -> None:
 def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
     fruit_images()
     args = ["--n", "6", "--scale", "2", "--engines", "onnx", "--seed-n", "0", "--peers", "none"]  # peers: test_peers
-    args += ["--raw-seconds", "1", "--warm-repeats", "2"]
+    args += ["--raw-seconds", "1", "--warm-repeats", "2", "--decode-rounds", "1"]
     results = main([*args, "--out", str(tmp_path)])
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["config"] == results["config"]
@@ -111,6 +111,11 @@ def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
     raw = max([raw] + [v for p in pairs for v in (p["raw_before"], p["raw_after"])])
     assert ratio == pytest.approx(12 / raw / on_disk["jobs"][1]["wall_s"])
     assert (tmp_path / "stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Decode + exact resize against ONNX inference (bench/decode.py), the compiled resize in use.
+    decode = on_disk["decode"]
+    assert decode["exact_resize"].startswith("numba ") and decode["rounds"] == 1
+    assert "## Decode + resize against ONNX inference" in report
+    assert "- decode + exact resize / ONNX inference, per image on one thread: " in report
     assert "FEATURIZER_CACHE_DIR" not in os.environ or os.environ["FEATURIZER_CACHE_DIR"] != str(
         Path(on_disk["onnx_conversion"]["cache_file"]).parents[1]
     )

@@ -126,14 +126,14 @@ def test_bootstrap_installs_from_an_s3_wheelhouse_with_the_index_unreachable(tmp
     install_s = time.monotonic() - started - build_s - upload_s
 
     probe = (
-        "import importlib.util, numpy, pandas, pyarrow, PIL, cv2, onnxruntime, matplotlib\n"
+        "import importlib.util, numpy, pandas, pyarrow, PIL, cv2, onnxruntime, matplotlib, numba\n"
         "print(numpy.__version__, pandas.__version__, pyarrow.__version__, PIL.__version__, cv2.__version__,"
-        " onnxruntime.__version__)\n"
+        " onnxruntime.__version__, numba.__version__)\n"
         "print(importlib.util.find_spec('tensorflow') is None, importlib.util.find_spec('keras') is None)\n"
     )
     out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True)
     versions, no_tf = out.stdout.splitlines()
-    assert versions.split() == ["1.26.4", "2.3.3", "25.0.1", "13.0.0", "4.11.0", "1.32.0"]
+    assert versions.split() == ["1.26.4", "2.3.3", "25.0.1", "13.0.0", "4.11.0", "1.32.0", "0.68.1"]
     assert no_tf == "True True"
     listed = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import job.decode as decode_lib
+from job import exact_resize
 from job.config import UsageError, from_argv
 from job.decode import IMAGE_SIZE, Rejected, decode_batch, decode_image, preprocess_input
-from tests.conftest import FRUIT_COUNT, fruit_images
+from tests.conftest import FRUIT_COUNT, REPO, fruit_images
 
-# (width, height): upscaled, downscaled, both, one side only, degenerate; the batched exact
-# resize takes those up to 4 x 224^2 pixels, Pillow the bigger ones (640x480, 3000x2000).
+# (width, height): upscaled, downscaled, both, one side only, degenerate, large; all go through the
+# compiled resize (job.exact_resize) once their size has a plan.
 ODD_SIZES = [
     (1, 1),
     (2, 3),
@@ -61,27 +66,38 @@ def noisy_jpeg(width: int, height: int, seed: int) -> bytes:
 
 @pytest.fixture()
 def fresh_plans(monkeypatch):
-    """No vectorised plan built yet, as in a new Python worker."""
-    monkeypatch.setattr(decode_lib, "_PLANS", {})
-    monkeypatch.setattr(decode_lib, "_SEEN", {})
+    """No plan built yet, as in a new Python worker."""
+    monkeypatch.setattr(exact_resize, "_PLANS", {})
+    monkeypatch.setattr(exact_resize, "_SEEN", {})
 
 
 @pytest.fixture()
 def plans_at_once(monkeypatch, fresh_plans):
-    """Same-size images get the vectorised plan from the first two on (the job waits for 64)."""
-    monkeypatch.setattr(decode_lib, "_PLAN_AFTER", 2)
+    """Every size gets its compiled plan at its first image (the job waits for the second)."""
+    monkeypatch.setattr(exact_resize, "_PLAN_AFTER", 1)
+
+
+def compiled_kernels():
+    kernels, status = exact_resize._kernels()
+    assert kernels is not None, status  # numba is a dependency of the job: it must compile here
+    return kernels
+
+
+def test_the_compiled_resize_runs_here() -> None:
+    compiled_kernels()
+    assert exact_resize.status().startswith("numba ")
 
 
 @pytest.mark.usefixtures("fresh_plans")
 def test_exact_is_the_seed_pixel_for_pixel_on_every_fixture_image() -> None:
     """Batched and one by one; this fails if the default resize is not Pillow's bicubic.
 
-    The first 64 images go through Pillow, the others through the vectorised plan.
+    The first image goes through Pillow, the others through the compiled plan.
     """
     contents = [p.read_bytes() for p in fruit_images()]
     expected = np.stack([seed_pixels(c) for c in contents])
     batch, valid, reasons = decode_batch(contents)
-    assert decode_lib._PLANS[(100, 100)].verified
+    assert exact_resize._PLANS[(100, 100, *IMAGE_SIZE)].verified
     assert valid == list(range(FRUIT_COUNT)) and reasons == {}
     assert batch.dtype == np.uint8 and batch.shape == (FRUIT_COUNT, *IMAGE_SIZE, 3)
     differing = [i for i in range(FRUIT_COUNT) if not np.array_equal(batch[i], expected[i])]
@@ -99,10 +115,11 @@ def test_exact_is_the_seed_pixel_for_pixel_on_odd_sizes(width: int, height: int)
     for content, pixels in zip(contents, batch, strict=True):
         np.testing.assert_array_equal(pixels, seed_pixels(content))
     np.testing.assert_array_equal(decode_image(contents[0]), seed_pixels(contents[0]))
-    if width * height <= decode_lib._BATCH_MAX_PIXELS and (height, width) != IMAGE_SIZE:
-        assert decode_lib._PLANS[(height, width)].verified  # the batch went through the plan
+    if (height, width) != IMAGE_SIZE:
+        assert exact_resize._PLANS[(height, width, *IMAGE_SIZE)].verified  # the batch went through the plan
 
 
+@pytest.mark.usefixtures("fresh_plans")
 @pytest.mark.parametrize(
     ("width", "height"),
     [(w, h) for w in (1, 100, 223, 225, 300) for h in (223, 225, 2 * w - 224, 2 * w - 223) if h > 0],
@@ -110,37 +127,118 @@ def test_exact_is_the_seed_pixel_for_pixel_on_odd_sizes(width: int, height: int)
 def test_the_plan_takes_pillows_order_of_passes(width: int, height: int) -> None:
     """Pillow 13 resizes columns first when the height shrinks by > 2x the width's pixels: both sides of it."""
     rng = np.random.default_rng(width * 1000 + height)
-    images = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(2)]
-    outs = [np.empty((*IMAGE_SIZE, 3), np.uint8) for _ in images]
-    plan = decode_lib._ExactPlan(height, width)
-    plan.resize(images, outs)
+    plan = exact_resize._Plan(compiled_kernels(), height, width, *IMAGE_SIZE)
     assert plan.verified
-    for image, out in zip(images, outs, strict=True):
+    for image in [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(2)]:
+        out = np.empty((*IMAGE_SIZE, 3), np.uint8)
+        plan.run(image, out)
         np.testing.assert_array_equal(out, np.asarray(Image.fromarray(image).resize((224, 224))))
+
+
+def test_random_sizes_and_other_output_sizes_match_pillow() -> None:
+    """Sizes a fixed list could miss (primes, extreme ratios), and outputs other than 224x224."""
+    rng = np.random.default_rng(7)
+    kernels = compiled_kernels()
+    for _ in range(40):
+        height, width = (int(v) for v in rng.integers(1, 700, 2))
+        out_height, out_width = (int(v) for v in rng.integers(1, 300, 2))
+        if (height, width) == (out_height, out_width):
+            continue
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        plan = exact_resize._Plan(kernels, height, width, out_height, out_width)
+        out = np.empty((out_height, out_width, 3), np.uint8)
+        plan.run(image, out)
+        expected = np.asarray(Image.fromarray(image).resize((out_width, out_height), Image.Resampling.BICUBIC))
+        np.testing.assert_array_equal(out, expected, err_msg=f"{width}x{height} -> {out_width}x{out_height}")
 
 
 @pytest.mark.usefixtures("plans_at_once")
 def test_batches_of_mixed_sizes_keep_every_image_in_its_slot() -> None:
-    """Same-size images are resized together; rejections and lone sizes sit in between."""
+    """Each image is resized into its own slot; rejections and many sizes sit in between."""
     sizes = [(100, 100), (37, 219), (100, 100), (500, 90), (37, 219), (224, 224), (100, 100), (640, 480)]
     contents: list[bytes | None] = [noisy_jpeg(w, h, i) for i, (w, h) in enumerate(sizes)]
     contents[3:3] = [b""]
     contents.append(b"not an image")
-    # More sizes than can wait at once: they are resized before the batch ends.
-    contents += [noisy_jpeg(20 + i % 40, 30, 100 + i) for i in range(2 * decode_lib._MAX_PENDING)]
+    contents += [noisy_jpeg(20 + i % 40, 30, 100 + i) for i in range(64)]
     batch, valid, reasons = decode_batch(contents)
     assert sorted(reasons) == [3, 9] and valid == [i for i in range(len(contents)) if i not in (3, 9)]
     for pixels, index in zip(batch, valid, strict=True):
         np.testing.assert_array_equal(pixels, seed_pixels(contents[index]))
 
 
-def test_rounding_is_pillows_half_up_and_clip_also_next_to_ties() -> None:
-    """The exact resize rounds float64 sums with OpenCV: checked at every tie +-2 units, and outside 0..255."""
-    ties = (np.arange(-300, 600)[:, None] << 22) + (1 << 21) + np.arange(-2, 3)[None, :]
-    sums = np.concatenate([ties.ravel(), np.random.default_rng(0).integers(-(2**30), 2**31 - 1, 100_000)])
-    expected = np.clip((sums + (1 << 21)) >> 22, 0, 255).astype(np.uint8)
-    got = decode_lib._round_clip8((sums.astype(np.float64) * 2.0**-22).reshape(1, -1))
-    np.testing.assert_array_equal(got.ravel(), expected)
+def test_rounding_and_clipping_are_pillows_int32_arithmetic() -> None:
+    """(2^21 + sum(p * k)) >> 22 clipped to 0..255, at every tie +-2 units and far outside 0..255."""
+    rng = np.random.default_rng(0)
+    # 2^21 + target = n * 2^22 + d: the rounding ties +-2, below 0 and above 255 (int32 stays in range).
+    ties = (np.arange(-100, 300)[:, None] << 22) - (1 << 21) + np.arange(-2, 3)[None, :]
+    targets = np.concatenate([ties.ravel(), rng.integers(-(2**30), 2**30, 100_000)])
+    # Two taps: pixel 1 x k0 + pixel 0 x k1 reaches each target sum (k1 keeps a second term busy).
+    weights = np.stack([targets, rng.integers(-(2**20), 2**20, len(targets))], axis=1).astype(np.int32)
+    src = np.array([[1], [0]], np.uint8)
+    out = np.empty((len(targets), 1), np.uint8)
+    kernels = compiled_kernels()
+    kernels.resample_rows(src, weights, np.zeros(len(targets), np.int32), np.full(len(targets), 2, np.int32), out)
+    expected = np.clip(((1 << 21) + targets) >> 22, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(out[:, 0], expected)
+
+
+def test_without_numba_pillow_resizes_the_same_pixels(monkeypatch, plans_at_once) -> None:
+    monkeypatch.setattr(exact_resize, "_KERNELS", [None, "Pillow (numba is not installed: test)"])
+    contents = [noisy_jpeg(w, h, 1) for w, h in ((100, 100), (37, 219), (640, 480))]
+    batch, valid, _ = decode_batch(contents)
+    assert valid == [0, 1, 2] and exact_resize._PLANS == {}
+    for content, pixels in zip(contents, batch, strict=True):
+        np.testing.assert_array_equal(pixels, seed_pixels(content))
+    assert exact_resize.status().startswith("Pillow")
+
+
+ZIP_PROBE = """
+import glob, io, sys
+import numpy as np
+from PIL import Image
+from job import decode, exact_resize
+image = np.random.default_rng(1).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+buffer = io.BytesIO(); Image.fromarray(image).save(buffer, format="PNG")
+pixels, valid, _ = decode.decode_batch([buffer.getvalue()] * 3)
+assert valid == [0, 1, 2] and exact_resize._PLANS[(100, 100, 224, 224)].verified
+assert (pixels == np.asarray(Image.fromarray(image).resize((224, 224)))).all()
+assert ".zip" in decode.__file__, decode.__file__
+print(exact_resize.status())
+"""
+
+
+def run_from_zip(tmp_path: Path, cache: Path) -> str:
+    """The probe with the job package imported from a zip, as spark-submit --py-files ships it."""
+    archive = tmp_path / "job.zip"
+    if not archive.exists():
+        with zipfile.ZipFile(archive, "w") as z:
+            for path in (REPO / "job").glob("*.py"):
+                z.write(path, f"job/{path.name}")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NUMBA_CACHE_DIR")}
+    env.update(PYTHONPATH=str(archive), FEATURIZER_CACHE_DIR=str(cache))
+    done = subprocess.run([sys.executable, "-c", ZIP_PROBE], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_from_a_zip_the_kernels_compile_once_and_are_cached(tmp_path) -> None:
+    """numba caches by source file: from a zip the kernels' source is written to the cache once."""
+    cache = tmp_path / "cache"
+    first = run_from_zip(tmp_path, cache)
+    assert first == f"numba 0.68.1 (cached in {cache / 'numba'})"
+    (copy,) = (cache / "numba" / "src").glob("*/resize_kernels.py")
+    assert copy.read_bytes() == (REPO / "job" / "resize_kernels.py").read_bytes()
+    compiled = sorted(p.name for p in (cache / "numba").rglob("*.nbc"))
+    assert any("resample_rows" in name for name in compiled) and any("swap_axes" in name for name in compiled)
+    stamps = {p: p.stat().st_mtime_ns for p in (cache / "numba").rglob("*") if p.is_file()}
+    assert run_from_zip(tmp_path, cache) == first  # a second worker loads what the first compiled
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "the second run compiled or rewrote again"
+
+
+def test_an_unwritable_cache_still_gives_the_seed_pixels(tmp_path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would be")
+    assert run_from_zip(tmp_path, blocked) == "numba 0.68.1 (not cached)"
 
 
 # ---- --resize fast ---------------------------------------------------------------------------
