@@ -114,6 +114,7 @@ def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
     # Decode + exact resize against ONNX inference (bench/decode.py), the compiled resize in use.
     decode = on_disk["decode"]
     assert decode["exact_resize"].startswith("numba ") and decode["rounds"] == 1
+    assert on_disk["resize_kernels"]["status"] == decode["exact_resize"]  # compiled into the jobs' cache first
     assert "## Decode + resize against ONNX inference" in report
     assert "- decode + exact resize / ONNX inference, per image on one thread: " in report
     assert "FEATURIZER_CACHE_DIR" not in os.environ or os.environ["FEATURIZER_CACHE_DIR"] != str(
