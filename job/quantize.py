@@ -52,7 +52,7 @@ CACHE_FORMAT = 1
 SETTINGS = {
     "format": "QDQ",
     "per_channel": True,
-    # 7-bit weights: without AVX-512 VNNI (AVX2 hosts, AMD m6a/m7a, older m5) ONNX Runtime's U8S8
+    # 7-bit weights: without AVX-512 VNNI (AVX2 hosts such as Zen 3 m6a, Skylake-generation m5) ONNX Runtime's U8S8
     # kernels add pairs of uint8 x int8 products in int16 (vpmaddubsw), which saturates with full
     # 8-bit weights. Measured on an AVX2 host (fixture images, cosine to fp32, min / median): 0.907 /
     # 0.942 with 8-bit weights, 0.950 / 0.960 with 7-bit, ~9 % slower; the AVX-512 VNNI host had
