@@ -14,7 +14,7 @@ bench's weights file into Keras' MobileNetV2 (no top, average pooling), and use 
 (concurrent tasks x threads per task), so their features are comparable with the job's. Each
 prints one `RUN {json}` line when its output is written (the bench's end-to-end mark), then the
 spark-udf peer checks Spark ML's PCA against numpy on the same standardized features (FACTS.md:
-it is numerically wrong on this machine) and prints `PEER_CHECK {json}`.
+it was numerically wrong on an AVX-512 host) and prints `PEER_CHECK {json}`.
 
     python -m bench.peers spark-udf --input DIR --output DIR --weights FILE [--cores 2 --threads 1]
     python -m bench.peers ray-data  --input DIR --output DIR --weights FILE [--cores 2 --threads 1]
@@ -217,7 +217,7 @@ def peers_section(results: dict) -> list[str]:
             "**Spark ML's PCA is numerically wrong here** (as FACTS.md found on 600 x 1280 features; pure-Java LAPACK)"
             if pca_is_wrong(check)
             else "Spark ML's PCA agreed with numpy in this run (FACTS.md found it wrong on 600 x 1280 features "
-            "on this machine; checked in every run)"
+            "on an AVX-512 host; checked in every run)"
         )
         lines += [
             "",
