@@ -85,12 +85,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"features, fast vs exact: cosine min {cosine.min():.4f} mean {cosine.mean():.4f}; "
         f"max |fast - exact| / max |exact| per image: mean {relative.mean():.3f}, max {relative.max():.3f}"
     )
-    print(f"exact resize: {exact_resize.status()}")
+    resize_status = exact_resize.status()
+    print(f"exact resize: {resize_status}")
     result = {
         "images": len(contents),
         "rounds": args.rounds,
         "ms_per_image": ms,
-        "exact_resize": exact_resize.status(),
+        "exact_resize": resize_status,
         "cosine": cosine.tolist(),
         "relative": relative.tolist(),
     }

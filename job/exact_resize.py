@@ -27,7 +27,6 @@ import importlib.util
 import os
 import pkgutil
 import sys
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -237,15 +236,12 @@ def _kernel_source_module() -> tuple[ModuleType, bool]:
         raise ImportError(f"cannot read the source of {_KERNEL_MODULE} from {spec.origin}")
     import numba
 
-    folder = Path(numba.config.CACHE_DIR) / "src" / hashlib.sha256(source).hexdigest()[:16]
-    target = folder / "resize_kernels.py"
+    from job.onnx_engine import write_atomically  # here: job.onnx_engine imports job.decode, which imports us
+
+    target = Path(numba.config.CACHE_DIR) / "src" / hashlib.sha256(source).hexdigest()[:16] / "resize_kernels.py"
     try:
         if not target.is_file() or target.read_bytes() != source:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(source)
-            os.replace(tmp, target)
+            write_atomically(target, source)
         return _module_from(source, str(target)), True
     except OSError:  # an unwritable cache: compile from the zip's source, in memory
         return _module_from(source, str(spec.origin)), False
