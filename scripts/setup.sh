@@ -49,12 +49,18 @@ else
 fi
 
 # --- npm AWS CDK CLI (for `npx cdk synth/deploy`) -----------------------------------------------
+# The CLI needs Node.js >= 18 (package-lock.json); Debian 12's nodejs is 18.19.
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  log "npm not found: installing nodejs and npm with apt"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
 if command -v npm >/dev/null 2>&1 && [ -f package-lock.json ]; then
   if [ ! -x node_modules/.bin/cdk ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
     log "installing the AWS CDK CLI into node_modules"
     npm ci --no-audit --no-fund --loglevel=error >/dev/null
   fi
 else
-  log "warning: npm not found; the CDK CLI tests will be skipped (install Node.js 18+ for cdk deploy)"
+  log "warning: npm not found and apt-get unavailable; the CDK CLI tests will be skipped (install Node.js 18+ for cdk deploy)"
 fi
 log "ready"
