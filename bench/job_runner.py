@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
             keep = {key: metadata[key] for key in ("counts", "timings_s", "engine")}
             keep["pca_k"] = metadata["pca"]["k"]
             keep["onnx_model"] = metadata.get("weights", {}).get("onnx_model")
+            keep["jvm_class_archive"] = metadata["spark"].get("jvm_class_archive")
             print("RUN " + json.dumps({"finished_at": time.time(), "metadata": keep}), flush=True)
         if args.repeat > 1 and args.raw_seconds:
             raw()

@@ -30,6 +30,7 @@ from bench import int8_quality
 from bench.dataset import FRUITS, make_image_set, make_weights, source_images
 from bench.peers import PEERS, peers_section
 from bench.procs import TreeSampler
+from job.config import CACHE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = "stages.png"
@@ -148,6 +149,36 @@ def warm_resize_kernels() -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def warm_jvm_archive(cache: Path | None) -> dict:
+    """This machine's JVM class archive (job/jvm_archive.py, as scripts/setup.sh makes it), made if missing
+    and linked into the jobs' cache folder `cache`, so their JVMs start as a set-up user's do."""
+    from job import jvm_archive
+    from job.session import spark_conf_dir
+
+    env = {k: v for k, v in _env().items() if k != CACHE_ENV}  # the machine's own cache, as setup.sh uses
+    if CACHE_ENV in os.environ:
+        env[CACHE_ENV] = os.environ[CACHE_ENV]
+    started = time.perf_counter()
+    made = subprocess.run(
+        [sys.executable, "-m", "job.jvm_archive", "--if-missing"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - started
+    archive = jvm_archive.archive_path(spark_conf_dir())
+    if made.returncode != 0 or archive is None or not jvm_archive.usable(archive):
+        return {"used": False, "reason": (made.stderr or made.stdout).strip()[-300:], "seconds": seconds}
+    if cache is not None:  # the jobs look for it under their own cache folder
+        linked = cache / "jvm" / archive.name
+        linked.parent.mkdir(parents=True, exist_ok=True)
+        for source, target in ((archive, linked), (jvm_archive.record_path(archive), jvm_archive.record_path(linked))):
+            if not target.exists():
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+    made_now = "already made" not in made.stdout
+    return {"used": True, "archive": str(archive), "made_now": made_now, "seconds": seconds}
+
+
 def run_decode(work: Path, rounds: int) -> dict:
     """bench/decode.py in a fresh process (it needs one BLAS/OpenMP thread from its start)."""
     out = work / "decode.json"
@@ -235,6 +266,7 @@ def run_job(
         "counts": cold["counts"],
         "pca_k": cold["pca_k"],
         "onnx_model": cold.get("onnx_model"),
+        "jvm_class_archive": cold.get("jvm_class_archive"),
         "memory_mib": marks[0]["peaks"],
     }
     if keep_output:
@@ -484,8 +516,12 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
     # The compiled exact resize (job.exact_resize) is cached per machine like the converted model:
     # compiled here once, in the cache the jobs use, so their workers load it as a user's later runs do.
     kernels = warm_resize_kernels()
+    # The jobs' JVMs start with this machine's class archive, as a user's local runs after setup do
+    # (job/jvm_archive.py); the seed and the peers build their sessions as their users would, without.
+    jvm = warm_jvm_archive(Path(_CACHE[CACHE_ENV]) if CACHE_ENV in _CACHE else None)
     results: dict = {
         "resize_kernels": kernels,
+        "jvm_archive": jvm,
         "machine": machine(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_before": os.getloadavg(),
@@ -571,6 +607,19 @@ def _raw_best(r: dict, engine: str) -> float | None:
     return best
 
 
+def jvm_archive_line(jvm: dict | None) -> str:
+    """How the jobs' JVMs started: with this machine's class archive (job/jvm_archive.py) or without."""
+    if not jvm:
+        return "JVM class archive: not recorded in this run."
+    if not jvm.get("used"):
+        return f"JVM class archive: **not used** (it could not be made: {jvm.get('reason', '?')})."
+    made = f"made before the jobs in {jvm['seconds']:.0f} s" if jvm.get("made_now") else "made earlier by setup"
+    return (
+        f"JVM class archive: used by every job run ({made}; job/jvm_archive.py), as in a user's local runs after "
+        "scripts/setup.sh. The seed and the peers start their JVMs without it, as their users would."
+    )
+
+
 def whole_run_section(r: dict) -> list[str]:
     """Each stage's share of the end-to-end time of every first run, against the raw engine's time."""
     columns = [*STAGES, OUTSIDE]
@@ -582,6 +631,8 @@ def whole_run_section(r: dict) -> list[str]:
         f"and Python workers start inside it). `{OUTSIDE}`: interpreter and JVM start-up, Spark session, "
         "metadata and commit. Raw: the images at the engine's fastest raw rate in this run, the floor the "
         f"whole run is compared with. Chart: [{CHART}]({CHART}).",
+        "",
+        jvm_archive_line(r.get("jvm_archive")),
         "",
         "| engine | images | end-to-end s | raw s | raw / end-to-end | "
         + " | ".join(columns)

@@ -234,6 +234,7 @@ def spark_metadata(spark: SparkSession) -> dict:
         "launched_by_spark_submit": session.launched_by_spark_submit(),
         "default_parallelism": sc.defaultParallelism,
         "settings": session.settings(spark),
+        "jvm_class_archive": session.class_archive(spark),  # local runs after setup (job/jvm_archive.py)
     }
 
 

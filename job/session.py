@@ -38,7 +38,7 @@ from pathlib import Path
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
-from job import quiet
+from job import jvm_archive, quiet
 from job.config import JobConfig
 
 APP_NAME = "emr-image-featurizer"
@@ -124,7 +124,7 @@ def is_local(master: str | None) -> bool:
 
 def spark_conf_dir() -> str:
     """Where spark-submit reads spark-defaults.conf and log4j2.properties ($SPARK_CONF_DIR, else $SPARK_HOME/conf)."""
-    return os.environ.get("SPARK_CONF_DIR") or os.path.join(os.environ.get("SPARK_HOME", ""), "conf")
+    return os.environ.get("SPARK_CONF_DIR") or os.path.join(jvm_archive.spark_home(), "conf")
 
 
 def spark_defaults() -> dict[str, str]:
@@ -157,17 +157,18 @@ def start_spark(cfg: JobConfig, log: Path | None = None) -> SparkSession:
         launch = SparkConf()  # no JVM yet: a plain dict, passed to spark-submit as --conf
         launch.set("spark.ui.showConsoleProgress", "false")  # pyspark-shell's own default is true
         defaults = spark_defaults()
+        java_options = None
         if log is not None:
             java_options = quiet.driver_java_options(defaults, spark_conf_dir(), log, cfg.verbose)
-            if java_options is not None:
-                launch.set(quiet.JAVA_OPTIONS_KEY, java_options)
+        archive = None
         if is_local(cfg.master or defaults.get("spark.master", "local[*]")):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             if "spark.driver.memory" not in defaults and "SPARK_DRIVER_MEMORY" not in os.environ:
                 launch.set("spark.driver.memory", "2g")
             if LOCAL_FS_KEY not in defaults:  # at launch too: the JVM caches the first file:// filesystem
                 launch.set(LOCAL_FS_KEY, RAW_LOCAL_FS)
-        SparkContext._ensure_initialized(conf=launch)
+            archive = jvm_archive.use_options(spark_conf_dir())  # None until one is made (job/jvm_archive.py)
+        launch_jvm(launch, defaults, java_options, archive)
     else:
         SparkContext._ensure_initialized()  # connects to spark-submit's JVM
     effective = SparkConf()  # JVM-backed now: spark-submit's arguments + spark-defaults
@@ -190,6 +191,48 @@ def start_spark(cfg: JobConfig, log: Path | None = None) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def launch_jvm(launch: SparkConf, defaults: Mapping[str, str], java_options: str | None, archive: str | None) -> None:
+    """Start this process's JVM; with the class archive's options when there are any.
+
+    A JVM that fails to start with the archive (a damaged file crashes it) starts again without
+    it, and the archive is removed so that later runs do not try it again.
+    """
+    base = java_options if java_options is not None else defaults.get(quiet.JAVA_OPTIONS_KEY, "")
+    if archive is not None:
+        launch.set(quiet.JAVA_OPTIONS_KEY, " ".join(part for part in (base, archive) if part))
+        try:
+            SparkContext._ensure_initialized(conf=launch)
+            return
+        except Exception as exc:
+            removed = jvm_archive.discard(archive)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(
+                f"featurizer: warning: the JVM did not start with its class archive {removed} ({reason}): "
+                "removed it, starting without",
+                file=sys.stderr,
+                flush=True,
+            )
+    if java_options is not None or archive is not None:  # after a failed try: spark-defaults' own options
+        launch.set(quiet.JAVA_OPTIONS_KEY, base)
+    SparkContext._ensure_initialized(conf=launch)
+
+
+def class_archive(spark: SparkSession) -> dict | None:
+    """The driver JVM's class archive (job/jvm_archive.py), for metadata.json: its file and whether the
+    JVM mapped it (Linux /proc; None elsewhere). None when the JVM started without one."""
+    jvm = spark.sparkContext._jvm
+    arguments = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    files = [arg.split("=", 1)[1] for arg in arguments if arg.startswith("-XX:SharedArchiveFile=")]
+    if not files:
+        return None
+    mapped = None
+    with suppress(Exception):  # /proc is Linux's; the pid comes from the JVM itself
+        pid = jvm.java.lang.ProcessHandle.current().pid()
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+            mapped = files[-1] in maps.read()
+    return {"file": files[-1], "mapped": mapped}
 
 
 # ---- what the job derives from the running session ----------------------------------------------

@@ -115,6 +115,11 @@ def test_harness_smoke_on_a_handful_of_images(tmp_path: Path) -> None:
     decode = on_disk["decode"]
     assert decode["exact_resize"].startswith("numba ") and decode["rounds"] == 1
     assert on_disk["resize_kernels"]["status"] == decode["exact_resize"]  # compiled into the jobs' cache first
+    # The jobs' JVMs mapped this machine's class archive (made by setup, or here if missing).
+    assert on_disk["jvm_archive"]["used"] is True, on_disk["jvm_archive"]
+    for job in on_disk["jobs"]:
+        assert job["jvm_class_archive"]["mapped"] is True, job["jvm_class_archive"]
+    assert "JVM class archive: used by every job run" in report
     assert "## Decode + resize against ONNX inference" in report
     assert "- decode + exact resize / ONNX inference, per image on one thread: " in report
     assert "FEATURIZER_CACHE_DIR" not in os.environ or os.environ["FEATURIZER_CACHE_DIR"] != str(
