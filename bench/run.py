@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> dict:
         # (tests/blueprint/test_estimate.py fails when they drift apart).
         from bench import throughput
 
-        throughput.TABLE.write_text(json.dumps(throughput.record(results), indent=2) + "\n")
+        throughput.write(results)
     print(markdown(results))
     return results
 

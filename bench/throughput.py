@@ -69,13 +69,19 @@ def record(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def write(results: dict[str, Any], out: Path = TABLE) -> dict[str, Any]:
+    """Derive the table from `results` and write it to `out`; the table."""
+    table = record(results)
+    out.write_text(json.dumps(table, indent=2) + "\n")
+    return table
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="?", type=Path, default=RESULTS)
     p.add_argument("--out", type=Path, default=TABLE)
     args = p.parse_args(argv)
-    table = record(json.loads(args.results.read_text()))
-    args.out.write_text(json.dumps(table, indent=2) + "\n")
+    table = write(json.loads(args.results.read_text()), args.out)
     print(f"wrote {args.out}: {', '.join(table['engines'])}")
 
 

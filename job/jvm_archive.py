@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from job.config import local_cache_root
@@ -135,16 +136,20 @@ def use_options(conf_dir: str) -> str | None:
     return USE_OPTIONS.format(path=archive, errors=archive.parent / "hs_err_pid%p.log")
 
 
+def named_archive(arguments: Iterable[str]) -> Path | None:
+    """The archive a JVM's arguments map (the last -XX:SharedArchiveFile wins, as in the JVM), or None."""
+    files = [arg.split("=", 1)[1] for arg in arguments if arg.startswith("-XX:SharedArchiveFile=")]
+    return Path(files[-1]) if files else None
+
+
 def discard(options: str) -> Path | None:
     """Remove the archive named in `options` (a JVM failed to start with it); returns its path."""
-    for part in options.split():
-        if part.startswith("-XX:SharedArchiveFile="):
-            archive = Path(part.split("=", 1)[1])
-            for path in (record_path(archive), archive):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            return archive
-    return None
+    archive = named_archive(options.split())
+    if archive is not None:
+        for path in (record_path(archive), archive):
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return archive
 
 
 def create(conf_dir: str | None = None, log: Path | None = None, timeout: float = 900) -> Path:
@@ -152,6 +157,7 @@ def create(conf_dir: str | None = None, log: Path | None = None, timeout: float 
 
     Raises RuntimeError (with the log's tail) when the run fails or leaves no complete archive.
     """
+    from job.onnx_engine import write_atomically  # the model cache's temp-then-rename writer
     from job.samples import write_dataset
     from job.session import spark_conf_dir
 
@@ -198,7 +204,7 @@ def create(conf_dir: str | None = None, log: Path | None = None, timeout: float 
             with contextlib.suppress(OSError):
                 tmp.unlink()
         record = {"size": archive.stat().st_size, "seconds": round(time.monotonic() - started, 1), "conf_dir": conf_dir}
-        record_path(archive).write_text(json.dumps(record) + "\n", encoding="utf-8")
+        write_atomically(record_path(archive), (json.dumps(record) + "\n").encode("utf-8"))
     return archive
 
 

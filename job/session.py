@@ -223,16 +223,16 @@ def class_archive(spark: SparkSession) -> dict | None:
     """The driver JVM's class archive (job/jvm_archive.py), for metadata.json: its file and whether the
     JVM mapped it (Linux /proc; None elsewhere). None when the JVM started without one."""
     jvm = spark.sparkContext._jvm
-    arguments = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
-    files = [arg.split("=", 1)[1] for arg in arguments if arg.startswith("-XX:SharedArchiveFile=")]
-    if not files:
+    arguments = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+    archive = jvm_archive.named_archive(list(arguments))
+    if archive is None:
         return None
     mapped = None
     with suppress(Exception):  # /proc is Linux's; the pid comes from the JVM itself
         pid = jvm.java.lang.ProcessHandle.current().pid()
         with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
-            mapped = files[-1] in maps.read()
-    return {"file": files[-1], "mapped": mapped}
+            mapped = str(archive) in maps.read()
+    return {"file": str(archive), "mapped": mapped}
 
 
 # ---- what the job derives from the running session ----------------------------------------------
