@@ -21,7 +21,9 @@ and maps it into later JVMs given `-XX:SharedArchiveFile`.
   switched off (`-Xlog:cds=off`).
 
 `FEATURIZER_JVM_ARCHIVE=off` turns it off. The archive is ~140 MB, under the job's local cache
-folder (`$FEATURIZER_CACHE_DIR`, default ~/.cache/featurizer) in `jvm/`.
+folder (`$FEATURIZER_CACHE_DIR`, default ~/.cache/featurizer) in `jvm/`. Each use touches its
+record; making an archive removes those no run has used for UNUSED_DAYS (an upgraded Java or
+pyspark, a removed checkout), so upgrades do not pile up archives.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ MAGIC = bytes.fromhex("a8ab0bf0")  # a dynamic CDS archive's header (0xf00baba8,
 # not into the user's working folder.
 USE_OPTIONS = "-XX:SharedArchiveFile={path} -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off -XX:ErrorFile={errors}"
 CREATE_OPTIONS = "-XX:ArchiveClassesAtExit={path} -Xlog:cds=off -Xlog:cds+dynamic=off"
+UNUSED_DAYS = 30  # an archive no run used for this long is removed when another is made
 
 
 def enabled() -> bool:
@@ -133,6 +136,8 @@ def use_options(conf_dir: str) -> str | None:
     archive = archive_path(conf_dir)
     if archive is None or not usable(archive):
         return None
+    with contextlib.suppress(OSError):  # its last use, for prune (a read-only cache just never prunes it)
+        os.utime(record_path(archive))
     return USE_OPTIONS.format(path=archive, errors=archive.parent / "hs_err_pid%p.log")
 
 
@@ -150,6 +155,28 @@ def discard(options: str) -> Path | None:
             with contextlib.suppress(OSError):
                 path.unlink()
     return archive
+
+
+def prune(keep: Path, now: float | None = None) -> list[Path]:
+    """Remove the archives beside `keep` that no run used for UNUSED_DAYS, and leftovers of archiving
+    runs that died (temporary files, archives without a record) as old; returns what was removed."""
+    now = time.time() if now is None else now
+    cutoff = now - UNUSED_DAYS * 86400
+    removed = []
+    for path in sorted(keep.parent.iterdir()):
+        if path == keep or path.suffix not in (".jsa", ".tmp"):
+            continue
+        record = record_path(path)
+        try:
+            last_used = record.stat().st_mtime if path.suffix == ".jsa" and record.exists() else path.stat().st_mtime
+        except OSError:
+            continue
+        if last_used < cutoff:
+            for stale in (path, record) if path.suffix == ".jsa" else (path,):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            removed.append(path)
+    return removed
 
 
 def create(conf_dir: str | None = None, log: Path | None = None, timeout: float = 900) -> Path:
@@ -228,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     size = archive.stat().st_size / 2**20
     print(f"jvm archive: {archive} ({size:.0f} MiB); local runs now start with it")
+    removed = prune(archive)
+    if removed:
+        names = ", ".join(p.name for p in removed)
+        print(f"jvm archive: removed {len(removed)} unused for {UNUSED_DAYS} days: {names}")
     return 0
 
 

@@ -57,7 +57,7 @@ def calibrate_batchnorm(model, images: np.ndarray) -> None:
     The pass runs as a graph (tf.function), which frees each activation after its last use:
     eagerly, Keras kept every layer's output of the batch alive, and `--weights random` (64
     images) peaked at 6.4 GB of driver RSS, against 1.8 GB as a graph (measured; the features
-    agree to ~1e-5 relative, float rounding).
+    agree to ~1e-5 relative, float rounding). No autograph: see inference_function.
     """
     import tensorflow as tf
     from tensorflow import keras
@@ -66,7 +66,7 @@ def calibrate_batchnorm(model, images: np.ndarray) -> None:
     saved = [bn.momentum for bn in bns]
     for bn in bns:
         bn.momentum = 0.0
-    tf.function(lambda batch: model(batch, training=True))(tf.constant(images))
+    tf.function(lambda batch: model(batch, training=True), autograph=False)(tf.constant(images))
     for bn, momentum in zip(bns, saved, strict=True):
         bn.momentum = momentum
 
@@ -152,12 +152,19 @@ def inference_function(model):
     The graph starts with MobileNetV2's [-1, 1] scaling, so callers pass decoded pixels. The batch
     dimension is None so a short last batch does not retrace. job.onnx_engine converts this very
     function, so the two engines compute the same graph.
+
+    No autograph (the function has no Python control flow to convert): autograph writes each
+    converted function's source to a temporary file that only an interpreter exit removes, and a
+    PySpark Python worker ends with os._exit, so every tf-engine worker left files in the
+    executor's /tmp.
     """
     import tensorflow as tf
 
     from job.decode import preprocess_input
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SIZE, 3], tf.uint8, name=INPUT_NAME)])
+    signature = [tf.TensorSpec([None, *IMAGE_SIZE, 3], tf.uint8, name=INPUT_NAME)]
+
+    @tf.function(input_signature=signature, autograph=False)
     def infer(images):
         return model(preprocess_input(tf.cast(images, tf.float32)), training=False)
 

@@ -9,7 +9,8 @@ TensorFlow on the driver) or quantize again (~40 s). The shared level survives t
 A model is found by its key (the digest of what made it: weights, versions, settings), so a
 shared folder can serve any number of runs, weights and clusters. A hit is checked with
 onnxruntime before use (`validate`); an unreadable or invalid copy is a miss, never a failed run,
-and the reason goes to the run's metadata (`cache_error`).
+and the reason goes to the run's metadata (`cache_error`). A hit is copied to the nearer levels,
+and to the farther ones that lack it, each with the JSON of what its key covers.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class Store(Protocol):
     def write(self, name: str, data: bytes) -> None:
         """Write the file so readers see all of it or none of it; raises OSError on failure."""
 
+    def exists(self, name: str) -> bool:
+        """Whether the file is there (not read); raises OSError when that cannot be told."""
+
 
 @dataclass(frozen=True)
 class LocalStore:
@@ -60,6 +64,9 @@ class LocalStore:
         from job.onnx_engine import write_atomically
 
         write_atomically(self.root / name, data)
+
+    def exists(self, name: str) -> bool:
+        return (self.root / name).is_file()
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,15 @@ class HadoopStore:
                 self._write_and_rename(target, self.location(f".{name}.{uuid.uuid4().hex}.tmp"), data)
         except OSError:
             raise
+        except Exception as exc:
+            raise OSError(_reason(exc)) from None
+
+    def exists(self, name: str) -> bool:
+        from job.read import hadoop_fs
+
+        try:
+            fs, path = hadoop_fs(self.spark, self.location(name))
+            return bool(fs.exists(path))
         except Exception as exc:
             raise OSError(_reason(exc)) from None
 
@@ -197,9 +213,41 @@ def fetch(levels: Sequence[Store], name: str, record: dict, validate: Callable[[
             continue
         record["from_cache"] = True
         record["cache_file"] = level.location(name)
-        _put(levels[:depth], name, data, None, record)
+        covers = _covers(level, name)
+        if depth:
+            _put(levels[:depth], name, data, covers, record)
+        _fill(levels[depth + 1 :], name, data, covers, record)
         return data
     return None
+
+
+def _fill(levels: Sequence[Store], name: str, data: bytes, covers: dict | None, record: dict) -> None:
+    """Write `name` to the farther levels that lack it: a model a machine already had locally still
+    reaches a newly given --model-cache, so the next cluster finds it. Only existence is checked
+    (one request per level, not a download)."""
+    for level in levels:
+        try:
+            missing = not level.exists(name)
+        except OSError as exc:
+            _note(record, f"could not check the cache at {level.location(name)}: {exc}")
+            continue
+        if missing:
+            _put([level], name, data, covers, record)
+
+
+def _covers(level: Store, name: str) -> dict | None:
+    """What `name`'s key covers, from its JSON beside it in `level` (None if missing or unreadable):
+    a copy taken from a farther level keeps it, so every level says what its models are."""
+    try:
+        text = level.read(sidecar(name))
+        return json.loads(text) if text is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def sidecar(name: str) -> str:
+    """The JSON file that records what a model's key covers."""
+    return Path(name).with_suffix(".json").name
 
 
 def store(levels: Sequence[Store], name: str, data: bytes, covers: dict, record: dict) -> None:
@@ -212,7 +260,7 @@ def _put(levels: Sequence[Store], name: str, data: bytes, covers: dict | None, r
         try:
             level.write(name, data)
             if covers is not None:
-                level.write(Path(name).with_suffix(".json").name, json.dumps(covers, indent=2, sort_keys=True).encode())
+                level.write(sidecar(name), json.dumps(covers, indent=2, sort_keys=True).encode())
         except OSError as exc:
             _note(record, f"could not write the cache at {level.location(name)}: {exc}")
 

@@ -62,6 +62,40 @@ def test_only_a_complete_archive_is_used(cache) -> None:
     assert "-Xlog:cds=off" in options.split()  # a JVM that cannot use it says nothing on the console
 
 
+def test_archives_unused_for_a_month_are_removed_when_another_is_made(cache) -> None:
+    folder = cache / "jvm"
+    current = fake_archive(folder / "current.jsa")
+    recent, old = fake_archive(folder / "recent.jsa"), fake_archive(folder / "old.jsa")
+    dead_run = folder / ".x.jsa.123.tmp"  # an archiving run that died
+    dead_run.write_bytes(b"partial")
+    unfinished = folder / "unfinished.jsa"  # renamed into place, record never written
+    unfinished.write_bytes(jvm_archive.MAGIC)
+    now = 1_000 * 86400.0
+    days = jvm_archive.UNUSED_DAYS
+
+    def age(path: Path, days_ago: float) -> None:
+        os.utime(path, (now - days_ago * 86400, now - days_ago * 86400))
+
+    age(jvm_archive.record_path(current), 400)  # the one just made is kept whatever its times
+    age(jvm_archive.record_path(recent), days - 1)
+    age(jvm_archive.record_path(old), days + 1)  # last used over a month ago...
+    age(old, 0)  # ...the archive file's own time does not count
+    age(dead_run, days + 1)
+    age(unfinished, days + 1)
+    removed = jvm_archive.prune(current, now=now)
+    assert sorted(p.name for p in removed) == [".x.jsa.123.tmp", "old.jsa", "unfinished.jsa"]
+    assert sorted(p.name for p in folder.iterdir()) == ["current.jsa", "current.json", "recent.jsa", "recent.json"]
+
+
+def test_using_an_archive_marks_it_used(cache) -> None:
+    archive = fake_archive(jvm_archive.archive_path("conf"))
+    record = jvm_archive.record_path(archive)
+    os.utime(record, (0, 0))
+    assert jvm_archive.use_options("conf") is not None
+    assert record.stat().st_mtime > 86400  # touched now: a later prune keeps it
+    assert json.loads(record.read_text())["size"] == 4096  # and left as it was
+
+
 def test_off_means_off(cache, monkeypatch) -> None:
     fake_archive(jvm_archive.archive_path("conf"))
     monkeypatch.setenv(jvm_archive.ENV, "off")

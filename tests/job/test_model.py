@@ -52,3 +52,34 @@ def test_weights_file_round_trip_and_legacy_h5(weights_file, tmp_path) -> None:
     np.testing.assert_allclose(
         model_lib.tf_predictor(loaded)(x), model_lib.tf_predictor(reference)(x), rtol=1e-5, atol=1e-6
     )
+
+
+_WORKER = """
+import os, sys
+import numpy as np
+from job import model as model_lib
+
+path = sys.argv[1]
+model = model_lib.load_model(open(path, "rb").read(), model_lib.file_suffix(path))
+x = np.random.default_rng(2).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+model_lib.calibrate_batchnorm(model, x.astype("float32") / 127.5 - 1)
+assert model_lib.tf_predictor(model)(x).shape == (2, 1280)
+sys.stdout.flush()
+os._exit(0)  # as a PySpark Python worker ends: no atexit handlers
+"""
+
+
+@pytest.mark.slow
+def test_tf_engine_leaves_no_files_in_tmp(weights_file, tmp_path) -> None:
+    """A process that runs the model and ends like a PySpark worker leaves its temporary folder empty
+    (autograph's generated-source files were only removed at a normal interpreter exit)."""
+    import os
+    import subprocess
+    import sys
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", _WORKER, str(weights_file)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in tmp.iterdir()) == []

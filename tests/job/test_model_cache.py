@@ -53,9 +53,36 @@ def test_a_fresh_machine_takes_the_model_from_the_shared_level_and_keeps_a_local
     assert again == MODEL and converter == [".weights.h5"]  # not converted again
     assert hit["from_cache"] is True and hit["cache_file"] == f"{shared}/{key}.onnx" and hit["conversion_s"] is None
     assert (tmp_path / "node-2" / f"{key}.onnx").read_bytes() == MODEL  # the next run on node 2 stays local
+    assert (tmp_path / "node-2" / f"{key}.json").read_bytes() == (tmp_path / "shared" / f"{key}.json").read_bytes()
 
     _, local_hit = convert([LocalStore(tmp_path / "node-2"), HadoopStore(spark, shared)])
     assert local_hit["cache_file"] == str(tmp_path / "node-2" / f"{key}.onnx") and converter == [".weights.h5"]
+
+
+def test_a_local_hit_still_fills_a_newly_given_shared_level(spark, converter: list[str], tmp_path: Path) -> None:
+    """A model this machine already had reaches --model-cache when it is added, for the next cluster."""
+    _, first = convert([LocalStore(tmp_path / "local")])
+    key = first["cache_key"]
+    shared = tmp_path / "shared"
+    data, record = convert([LocalStore(tmp_path / "local"), HadoopStore(spark, f"file://{shared}")])
+    assert data == MODEL and converter == [".weights.h5"]  # converted once, by the first run
+    assert record["from_cache"] is True and record["cache_file"] == str(tmp_path / "local" / f"{key}.onnx")
+    assert record["cache_error"] is None
+    assert (shared / f"{key}.onnx").read_bytes() == MODEL
+    assert (shared / f"{key}.json").read_bytes() == (tmp_path / "local" / f"{key}.json").read_bytes()
+
+    class Unreachable:
+        folder = "s3://b/cache"
+
+        def location(self, name: str) -> str:
+            return f"{self.folder}/{name}"
+
+        def exists(self, name: str) -> bool:
+            raise OSError("AccessDenied")
+
+    _, record = convert([LocalStore(tmp_path / "local"), Unreachable()])
+    assert record["from_cache"] is True  # the run goes on with its local copy
+    assert record["cache_error"] == f"could not check the cache at s3://b/cache/{key}.onnx: AccessDenied"
 
 
 def test_a_bad_copy_is_skipped_noted_and_replaced(spark, converter: list[str], tmp_path: Path) -> None:
