@@ -478,6 +478,14 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+def source_text(results: dict) -> str:
+    """The source images the sets repeat: the shared sample, or a fresh clone's vendored fixture."""
+    source = results.get("source_images")
+    if not source:  # results written before the field existed
+        return "the Fruits-360 test JPEGs"
+    return f"the {source['count']} Fruits-360 test JPEGs of `{source['folder']}`"
+
+
 def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) -> dict:
     layout = job_layout(args.cores)
     peers = [p.strip() for p in args.peers.split(",") if p.strip() not in ("", "none")]
@@ -542,6 +550,7 @@ def _run(args: argparse.Namespace, engines: list[str], seed_n: int, work: Path) 
     from job.pipeline import library_versions
 
     results["versions"] = library_versions()
+    results["source_images"] = {"count": len(sources), "folder": os.path.relpath(FRUITS, REPO)}  # as a clone sees it
     # Raw: the job's own layout (concurrent tasks x threads), and all cores in one process; the job's
     # layout again after the job runs. This machine's speed drifts by several percent over minutes,
     # so the steady-state ratio uses raw figures taken right around each warm repeat (run_job), and
@@ -725,9 +734,8 @@ def markdown(r: dict) -> str:
         "Other busy processes after: " + ("; ".join(r["busy_after"]) or "none") + ".",
         "",
         f"Job layout: local[{layout['cores']}], {layout['concurrent_tasks']} concurrent tasks x "
-        f"{layout['threads_per_task']} inference thread(s), batch {layout['batch_size']}. Images: the 750 "
-        "Fruits-360 test JPEGs repeated under distinct paths; weights: seeded random MobileNetV2, "
-        "BatchNorm calibrated.",
+        f"{layout['threads_per_task']} inference thread(s), batch {layout['batch_size']}. Images: {source_text(r)} "
+        "repeated under distinct paths; weights: seeded random MobileNetV2, BatchNorm calibrated.",
         "",
         "## Raw model throughput (decoded 224x224 batches, after warm-up)",
         "",
