@@ -92,7 +92,9 @@ def key(conf_dir: str) -> str | None:
     identity = {
         "java": _stat(java),
         "libjvm": [_stat(p) for p in jvm],
-        "jars": [[p.name, p.stat().st_size] for p in jars],
+        # The JVM checks each classpath jar's size and time against the archive's and silently ignores an
+        # archive that differs: a reinstalled pyspark at the same path (same sizes) needs a new one.
+        "jars": [[p.name, *_stat(p)[1:]] for p in jars],
         "conf_dir": os.path.abspath(conf_dir) if conf_dir else "",
         "extra_classpath": os.environ.get("SPARK_CLASSPATH", ""),
     }

@@ -40,6 +40,9 @@ def test_the_key_follows_the_conf_folder_the_jars_and_the_jvm(tmp_path, monkeypa
     assert jvm_archive.key("/other/conf") != base  # the conf folder is on the JVM's classpath
     (home / "jars" / "spark-core.jar").write_bytes(b"x" * 11)
     assert jvm_archive.key("/etc/spark/conf") != base  # another Spark build
+    rebuilt = jvm_archive.key("/etc/spark/conf")
+    os.utime(home / "jars" / "spark-core.jar", (1_000_000, 1_000_000))  # reinstalled: same size, new time
+    assert jvm_archive.key("/etc/spark/conf") != rebuilt  # the JVM would ignore the old archive
     monkeypatch.setenv("PATH", str(tmp_path))  # no java anywhere: no archive, no error
     monkeypatch.delenv("JAVA_HOME", raising=False)
     assert jvm_archive.key("/etc/spark/conf") is None and jvm_archive.archive_path("/etc/spark/conf") is None
