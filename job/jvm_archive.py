@@ -169,12 +169,13 @@ def prune(keep: Path, now: float | None = None) -> list[Path]:
         if path == keep or path.suffix not in (".jsa", ".tmp"):
             continue
         record = record_path(path)
-        try:
-            last_used = record.stat().st_mtime if path.suffix == ".jsa" and record.exists() else path.stat().st_mtime
+        files = [path, record] if path.suffix == ".jsa" else [path]
+        try:  # an archive's last use is its record's time; a leftover without a record, its own
+            last_used = (record if record in files and record.exists() else path).stat().st_mtime
         except OSError:
             continue
         if last_used < cutoff:
-            for stale in (path, record) if path.suffix == ".jsa" else (path,):
+            for stale in files:
                 with contextlib.suppress(OSError):
                     stale.unlink()
             removed.append(path)

@@ -213,26 +213,25 @@ def fetch(levels: Sequence[Store], name: str, record: dict, validate: Callable[[
             continue
         record["from_cache"] = True
         record["cache_file"] = level.location(name)
-        covers = _covers(level, name)
-        if depth:
-            _put(levels[:depth], name, data, covers, record)
-        _fill(levels[depth + 1 :], name, data, covers, record)
+        lacking = [*levels[:depth], *_lacking(levels[depth + 1 :], name, record)]
+        if lacking:  # the JSON is read only when there is somewhere to copy it
+            _put(lacking, name, data, _covers(level, name), record)
         return data
     return None
 
 
-def _fill(levels: Sequence[Store], name: str, data: bytes, covers: dict | None, record: dict) -> None:
-    """Write `name` to the farther levels that lack it: a model a machine already had locally still
-    reaches a newly given --model-cache, so the next cluster finds it. Only existence is checked
-    (one request per level, not a download)."""
+def _lacking(levels: Sequence[Store], name: str, record: dict) -> list[Store]:
+    """The farther levels without `name`: a model a machine already had locally still reaches a newly
+    given --model-cache, so the next cluster finds it. Only existence is checked (one request per
+    level, not a download); a level that cannot tell is noted and left alone."""
+    found = []
     for level in levels:
         try:
-            missing = not level.exists(name)
+            if not level.exists(name):
+                found.append(level)
         except OSError as exc:
             _note(record, f"could not check the cache at {level.location(name)}: {exc}")
-            continue
-        if missing:
-            _put([level], name, data, covers, record)
+    return found
 
 
 def _covers(level: Store, name: str) -> dict | None:
